@@ -1,0 +1,105 @@
+"""Checkpoints: the best model for evaluation, and the full state for resuming a run.
+
+A best checkpoint is a Hugging Face model folder (``from_pretrained`` opens it) plus
+``rankcse.json`` (the resolved run config and the evaluation representation),
+``rankcse_modules.safetensors`` (head and other evaluation modules) and ``provenance.json``.
+A resume checkpoint adds ``trainer_state.pt``. Folders are written under a temporary name and
+swapped in, so a crash never leaves a half-written checkpoint in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from rankcse.errors import ModelLoadError
+
+FORMAT_VERSION = 1
+META_FILE = "rankcse.json"
+MODULES_FILE = "rankcse_modules.safetensors"
+STATE_FILE = "trainer_state.pt"
+COMPLETE = ".complete"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temporary file and rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Yield a scratch folder; on success it replaces ``path`` (the old copy is kept until the swap is done)."""
+    path = Path(path)
+    new, old = path.with_name(path.name + ".new"), path.with_name(path.name + ".old")
+    shutil.rmtree(new, ignore_errors=True)
+    new.mkdir(parents=True)
+    try:
+        yield new
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    (new / COMPLETE).touch()
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(new, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def find_complete(path: Path) -> Path | None:
+    """The complete copy of a checkpoint folder, looking at the ``.old``/``.new`` siblings a crash may leave."""
+    path = Path(path)
+    for candidate in (path, path.with_name(path.name + ".new"), path.with_name(path.name + ".old")):
+        if (candidate / COMPLETE).is_file():
+            return candidate
+    return None
+
+
+def save_model(method: torch.nn.Module, folder: Path, meta: dict[str, Any], provenance: dict[str, Any]) -> None:
+    """Save the backbone (Hugging Face format), tokenizer, evaluation modules and metadata into ``folder``."""
+    from rankcse.encoder import quiet_transformers
+
+    encoder = method.encoder
+    with quiet_transformers():
+        encoder.backbone.save_pretrained(folder)
+        encoder.tokenizer.save_pretrained(folder)
+    tensors = {f"{name}.{k}": v.detach().cpu().contiguous() for name, mod in method.eval_modules().items() for k, v in mod.state_dict().items()}
+    if tensors:
+        save_file(tensors, str(folder / MODULES_FILE))
+    write_json_atomic(folder / META_FILE, {"format": FORMAT_VERSION, **meta})
+    write_json_atomic(folder / "provenance.json", provenance)
+
+
+def read_meta(folder: Path) -> dict[str, Any] | None:
+    """``rankcse.json`` of a checkpoint folder, or None for a plain Hugging Face model."""
+    meta = Path(folder) / META_FILE
+    if not meta.is_file():
+        return None
+    data = json.loads(meta.read_text())
+    if data.get("format", 0) > FORMAT_VERSION:
+        raise ModelLoadError(f"checkpoint {folder} was written by a newer rankcse (format {data['format']}); upgrade rankcse")
+    return data
+
+
+def load_eval_modules(method: torch.nn.Module, folder: Path) -> None:
+    """Load the evaluation modules saved by :func:`save_model` into ``method``."""
+    path = Path(folder) / MODULES_FILE
+    modules = method.eval_modules()
+    if not modules:
+        return
+    if not path.is_file():
+        raise ModelLoadError(f"checkpoint {folder} lacks {MODULES_FILE} (its head); it is incomplete")
+    tensors = load_file(str(path))
+    for name, module in modules.items():
+        prefix = f"{name}."
+        module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})

@@ -1,0 +1,27 @@
+"""Exceptions that carry a one-line, user-facing message naming the fix."""
+
+from __future__ import annotations
+
+
+class RankCSEError(Exception):
+    """Base class for errors the CLI reports as one line with exit code 2."""
+
+
+class ConfigError(RankCSEError):
+    """A setting is missing, unknown or out of range."""
+
+
+class DataError(RankCSEError):
+    """A data file or folder is missing, empty or malformed."""
+
+
+class ModelLoadError(RankCSEError):
+    """A model path or name could not be resolved or loaded."""
+
+
+class TrainingDiverged(RankCSEError):
+    """The loss became NaN or infinite; training stops at that step."""
+
+    def __init__(self, step: int, message: str) -> None:
+        super().__init__(message)
+        self.step = step
