@@ -399,7 +399,8 @@ class Trainer:
         s.step += 1
         s.batch_in_epoch = batch_index + 1
         rank_view = output.views["z1_post_mlp" if cfg.rr_on == "both_views" else cfg.rr_on]
-        ranks = rank_metrics(rank_view, cfg.rank_normalize, taus=(0.99,))
+        # A 64 x d spectrum is cheaper on the CPU than a float64 SVD on a GPU.
+        ranks = rank_metrics(rank_view.detach().float().cpu(), cfg.rank_normalize, taus=(0.99,))
         values = {"loss/total": total_value, "loss/rr": float(rr_term.detach()), "rr/entropy": float(entropy.detach())}
         values.update({f"loss/{k}": float(v.detach()) for k, v in output.parts.items()})
         values["batch/erank_vne"] = ranks["erank_vne"]

@@ -120,6 +120,16 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(nan_method, tin
     assert [r["step"] for r in read_jsonl(tmp_path / "nan" / "metrics.jsonl")] == [0, 2]
 
 
+def test_nan_loss_from_the_cli_is_one_line_with_exit_2(nan_method, tiny_model_dir, tiny_corpus, tmp_path, capsys) -> None:
+    from rankcse.cli import main
+
+    argv = ["train", "--method", nan_method, "--model", str(tiny_model_dir), "--train-file", str(tiny_corpus), "--batch-size", "8", "--max-steps", "4", "--eval-every", "2", "--probe-size", "16", "--final-tasks", "none", "--output-dir", str(tmp_path / "cli")]
+    assert main(argv) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("rankcse: error: loss became nan at step 3")
+    assert (tmp_path / "cli" / "best" / "model.safetensors").is_file()
+
+
 def test_undecodable_and_blank_lines_are_skipped_and_counted(tiny_model_dir, tiny_corpus, tmp_path) -> None:
     corpus = tmp_path / "dirty.txt"
     corpus.write_bytes(tiny_corpus.read_bytes() + b"\xff\xfe broken line\n\n   \nlast good sentence .\n")
