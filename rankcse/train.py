@@ -140,20 +140,28 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> Path | None:
-    """Check ``out`` and return the resume checkpoint to continue from, if any."""
+def check_output_dir(out: Path, resume: bool, overwrite: bool) -> tuple[Path | None, bool]:
+    """Decide what to do with ``out``: ``(resume checkpoint or None, whether old run files must be cleared)``.
+
+    Nothing is changed here, so a run that fails validation leaves an existing run untouched.
+    """
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output dir {out} is a file; pass a folder")
-    last = ckpt.find_complete(out / "last") if out.is_dir() else None
     used = out.is_dir() and any((out / name).exists() for name in RUN_FILES)
     if used and overwrite:
-        for name in RUN_FILES:
-            for p in out.glob(f"{name}*"):
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
-        return None
+        return None, True
     if used and not resume:
         raise ConfigError(f"output dir {out} already holds a run; pass --resume to continue it or --overwrite to replace it")
-    return last if resume else None
+    last = ckpt.find_complete(out / "last") if (resume and out.is_dir()) else None
+    # Resuming a run that never wrote a checkpoint starts it afresh.
+    return last, used and last is None
+
+
+def clear_run_files(out: Path) -> None:
+    """Remove the files of an earlier run (only rankcse's own; other files in the folder stay)."""
+    for name in RUN_FILES:
+        for p in out.glob(f"{name}*"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
 def _truncate_jsonl(path: Path, max_step: int) -> None:
@@ -200,7 +208,7 @@ class Trainer:
         self.report = report
         self.checkpoint_every_evals = self.cfg.checkpoint_every_evals
         self._stop_signal: int | None = None
-        resume_from = prepare_output_dir(self.out, resume, overwrite)
+        resume_from, clear = check_output_dir(self.out, resume, overwrite)
         cfg = self.cfg
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
@@ -223,6 +231,8 @@ class Trainer:
         self.state = _State(detector=PeakDetector(cfg.peak_patience, cfg.peak_drop))
         self.window = _Window()
         self.records: list[dict[str, Any]] = []
+        if clear:
+            clear_run_files(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
         if resume_from is not None:
             self._load_resume(resume_from)
@@ -417,6 +427,11 @@ class Trainer:
             cfg.method, cfg.model, self.total_steps, self.per_epoch, cfg.batch_size, cfg.learning_rate, cfg.rr_coef,
             self.schedule, cfg.eval_every, self.device, f" ({self.amp_dtype})" if self.amp_dtype else "", self.out,
         )
+        finished = self.out / FINAL_FILE
+        if s.step >= self.total_steps and finished.is_file():
+            log.info("run in %s is already finished", self.out)
+            final = json.loads(finished.read_text())
+            return RunResult(self.out, s.step, s.best_step, s.best_value if math.isfinite(s.best_value) else None, final, s.detector.peak_step, self.records)
         evals_done = sum(1 for r in self.records if r["step"] > 0)
         previous = _install_stop_handlers(self)
         try:

@@ -76,3 +76,11 @@ def test_eval_errors(capsys, tmp_path) -> None:
     _fails(capsys, ["eval", "--model", str(tmp_path / "nope")], "does not exist")
     _fails(capsys, ["eval", "--pooler", "cls"], "pooler 'cls' needs a trained MLP head")
     _fails(capsys, ["eval", "--tasks", "sts99"], "unknown STS task 'sts99'")
+
+
+def test_bad_input_with_overwrite_keeps_the_existing_run(capsys, base, tmp_path) -> None:
+    assert main(base) == 0
+    before = (tmp_path / "out" / "metrics.jsonl").read_text()
+    _fails(capsys, base + ["--overwrite", "--rr-coef", "-1"], "rr_coef must be >= 0")
+    _fails(capsys, base + ["--overwrite", "--train-file", str(tmp_path / "missing.txt")], "does not exist")
+    assert (tmp_path / "out" / "metrics.jsonl").read_text() == before

@@ -70,6 +70,9 @@ def test_resume_after_a_crash_gives_identical_metrics(tiny_model_dir, tiny_corpu
     assert [r["step"] for r in resumed] == [0, 2, 4, 6, 8]
     assert _strip_timing(resumed) == _strip_timing(straight)
     assert read_jsonl(tmp_path / "resumed" / "train_log.jsonl") == read_jsonl(tmp_path / "straight" / "train_log.jsonl")
+    # resuming a finished run changes nothing
+    again = run(cfg, tmp_path / "straight", resume=True)
+    assert again.steps == 8 and read_jsonl(tmp_path / "straight" / "metrics.jsonl") == straight
 
 
 def test_same_seed_same_numbers_other_seed_differs(tiny_model_dir, tiny_corpus, tmp_path) -> None:
