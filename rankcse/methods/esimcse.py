@@ -71,7 +71,7 @@ def repeat_tokens(ids: Sequence[int], dup_rate: float, max_dup: int, rng: np.ran
     {0, …, cap−1} and n distinct positions from {1, …, L−2}; each chosen token appears twice.
     """
     length = len(ids)
-    cap = min(max_dup, int(dup_rate * length)) + 1
+    cap = min(max_dup, int(dup_rate * length))
     if cap <= 0:
         return list(ids)
     n = min(int(rng.integers(cap)), max(0, length - 2))
@@ -155,7 +155,7 @@ class ESimCSE(Method):
         z1, z2 = post[:n], post[n:]
         if self.training and self.momentum_encoder is not None:
             self._momentum_update()
-        loss = info_nce_with_negatives(z1, z2, None, self.temperature)
+        loss = info_nce_with_negatives(z1, z2, self.queue, self.temperature)
         if self.training and self.momentum_encoder is not None:
             self._enqueue({k: v[:n] for k, v in tokens.items()})
         return MethodOutput(loss=loss, parts={"cl": loss}, views={"z1_post_mlp": z1, "z1_pre_mlp": pre[:n], "z2_post_mlp": z2})
@@ -165,7 +165,7 @@ class ESimCSE(Method):
         """θ_m ← m·θ_m + (1−m)·θ with the online weights of this step (before the optimiser updates them)."""
         m = self.args.momentum
         target = list(self.momentum_encoder.parameters())
-        torch._foreach_mul_(target, 1 - m)
+        torch._foreach_mul_(target, m)
         torch._foreach_add_(target, [p.detach() for p in self.encoder.backbone.parameters()], alpha=1.0 - m)
 
     @torch.no_grad()

@@ -270,7 +270,7 @@ class InfoCSE(Method):
         extra = {k: v for k, v in tokens.items() if k == "token_type_ids"}
         with torch.no_grad():
             lower = self.frozen_encoder(input_ids=mlm_input_ids, attention_mask=tokens["attention_mask"], **extra).last_hidden_state
-        states = torch.cat([lower[:, :1], lower[:, 1:].to(cls_states.dtype)], dim=1)
+        states = torch.cat([cls_states, lower[:, 1:].to(cls_states.dtype)], dim=1)
         mask = create_bidirectional_mask(config=self.encoder.backbone.config, inputs_embeds=states, attention_mask=tokens["attention_mask"])
         for layer in self.c_head:
             out = layer(states, mask)

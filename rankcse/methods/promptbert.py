@@ -105,7 +105,7 @@ class Template:
         """Template-only inputs for sentence lengths k: ``(input_ids, position_ids, mask position)``; positions after the slot shift by k."""
         ids = torch.tensor([*self.prefix, *self.suffix], dtype=torch.long, device=lengths.device)
         positions = torch.arange(ids.shape[0], device=lengths.device).repeat(lengths.shape[0], 1)
-        positions[:, len(self.prefix) + 1 :] += lengths.unsqueeze(1)
+        positions[:, len(self.prefix) :] += lengths.unsqueeze(1)
         mask_pos = self.mask_in_prefix if self.mask_in_prefix is not None else len(self.prefix) + self.mask_in_suffix
         return ids.repeat(lengths.shape[0], 1), positions, mask_pos
 
