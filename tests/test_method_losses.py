@@ -21,6 +21,15 @@ from rankcse.methods.promptbert import add_period
 TAU = 0.05
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from threads, and a busy shared machine makes them much slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def nodrop_dir(tmp_path_factory):
     return save_tiny_bert(tmp_path_factory.mktemp("tiny_nodrop"), dropout=0.0)
@@ -197,6 +206,7 @@ def test_infocse_loss_matches_formula(nodrop_dir, tiny_corpus) -> None:
     with torch.no_grad():  # the main encoder moves away from the initial checkpoint; the frozen layers must not
         for p in method.encoder.backbone.parameters():
             p.add_(0.02 * torch.randn_like(p))
+        method.lm_head.decoder.weight.mul_(50.0)  # a random tiny head predicts ~uniformly; sharpen it so the states matter
     method.train()
     batch = method.collate(SENTENCES, np.random.default_rng(0))
     labels = batch["mlm_labels"]
@@ -225,6 +235,12 @@ def test_infocse_loss_matches_formula(nodrop_dir, tiny_corpus) -> None:
     assert out.parts["cl"].item() == pytest.approx(cl.item(), rel=1e-5)
     assert out.parts["mlm"].item() == pytest.approx(mlm.item(), rel=1e-5)
     assert out.loss.item() == pytest.approx(cl.item() + 0.5 * mlm.item(), rel=1e-5)
+    # the MLM gradient reaches the main encoder, and only through its [CLS] state
+    hidden = method.encoder.hidden_states({k: torch.cat([v, v]) for k, v in tokens.items()})
+    hidden.retain_grad()
+    method.mlm_loss(hidden[:, :1], batch["mlm_input_ids"], labels, {k: torch.cat([v, v]) for k, v in tokens.items()}).backward()
+    assert hidden.grad[:, 0].abs().sum() > 0 and hidden.grad[:, 1:].abs().sum() == 0
+    assert all(p.grad is None for p in method.frozen_encoder.parameters())
 
 
 def test_infocse_masking_rule(nodrop_dir, tiny_corpus) -> None:
