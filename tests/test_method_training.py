@@ -221,3 +221,23 @@ def test_method_specific_settings_are_validated(tiny_model_dir, tiny_corpus) -> 
             build_method(tiny_config(tiny_model_dir, tiny_corpus, method=name, method_args=args).resolved())
     with pytest.raises(ConfigError, match="trains with pooler cls or cls_before_pooler"):
         tiny_config(tiny_model_dir, tiny_corpus, method="promptbert", pooler="mean").resolved()
+
+
+@pytest.mark.parametrize("name", NEW_METHODS)
+def test_mixed_precision_step_and_device_moves(name, tiny_model_dir, tiny_corpus) -> None:
+    """The autocast path (CUDA in training; bf16 on CPU here) and .to() reaching the modules kept outside the state dict."""
+    method = build_method(tiny_config(tiny_model_dir, tiny_corpus, method=name).resolved())
+    batch = method.collate(SENTENCES, np.random.default_rng(0))
+    method.train()
+    for _ in range(2):  # the second ESimCSE step uses a queue filled under autocast
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = method(batch)
+        assert torch.isfinite(out.loss)
+        out.loss.float().backward()
+    if name == "esimcse":
+        assert method.queue.dtype == torch.float32 and method.queue.shape[0] == 2 * len(SENTENCES)
+    method.to(torch.float64)
+    hidden = method.momentum_encoder if name == "esimcse" else method.frozen_encoder if name == "infocse" else None
+    if hidden is not None:
+        assert all(p.dtype == torch.float64 for p in hidden.parameters())
+    assert torch.isfinite(method({k: v for k, v in batch.items()}).loss)
