@@ -9,7 +9,7 @@ import torch
 from rankcse.checkpoint import load_eval_modules, read_meta
 from rankcse.config import TrainConfig
 from rankcse.encoder import POOLERS, Encoder, load_backbone
-from rankcse.errors import ConfigError
+from rankcse.errors import ConfigError, ModelLoadError
 from rankcse.methods import Method, build_args, get_method
 
 
@@ -41,6 +41,14 @@ def load_for_eval(model: str | None, pooler: str | None = None) -> Method:
         cfg = TrainConfig.from_dict(meta["train_config"])
         method = build_method(cfg, training=False, model=str(model))
         load_eval_modules(method, Path(model))
+        stored = meta.get("representation")
+        if stored is not None and stored != method.representation_spec():
+            raise ModelLoadError(
+                f"checkpoint {model} was evaluated with representation {stored}, but this rankcse rebuilds "
+                f"{method.representation_spec()}; evaluate it with the rankcse version that trained it"
+            )
+        if pooler is not None and method.eval_representation not in POOLERS:
+            raise ConfigError(f"a {cfg.method} checkpoint evaluates with its own representation ({method.eval_representation}); drop --pooler")
         if pooler is not None:
             if pooler == "cls" and method.encoder.head is None:
                 raise ConfigError("this checkpoint has no MLP head; use --pooler cls_before_pooler or mean")

@@ -19,7 +19,7 @@ from rankcse.errors import RankCSEError
 
 # flag -> TrainConfig field, for `rankcse train`
 TRAIN_FLAGS: dict[str, tuple[str, type, str]] = {
-    "--method": ("method", str, "contrastive method (simcse, ...)"),
+    "--method": ("method", str, "contrastive method: simcse, esimcse, mixcse, infocse or promptbert"),
     "--model": ("model", str, "Hugging Face model name or folder; 'default' = packaged all-MiniLM-L6-v2"),
     "--pooler": ("pooler", str, "cls (MLP head while training) | cls_before_pooler | mean"),
     "--max-steps": ("max_steps", int, "stop after this many optimisation steps (default: whole epochs)"),

@@ -254,6 +254,7 @@ class Trainer:
         return {
             "method": self.cfg.method,
             "eval_representation": self.method.eval_representation,
+            "representation": self.method.representation_spec(),
             "train_config": self.cfg.to_dict(),
             "step": self.state.step,
             PRIMARY_METRIC: self.state.best_value if math.isfinite(self.state.best_value) else None,
@@ -375,6 +376,8 @@ class Trainer:
     # -- one optimisation step --------------------------------------------------------------------
     def _train_step(self, sentences: list[str], batch_index: int, step_log: Any) -> None:
         cfg, s = self.cfg, self.state
+        if batch_index == 0:
+            self.method.on_epoch_start(s.epoch)
         batch = self.method.collate(sentences, batch_rng(cfg.seed, s.epoch, batch_index))
         batch = _to_device(batch, self.device)
         self.method.train()

@@ -78,6 +78,9 @@ class Method(nn.Module):
     def after_optimizer_step(self, batch: Batch, output: MethodOutput) -> None:
         """Hook after each optimiser step (e.g. momentum-encoder update, queue push)."""
 
+    def on_epoch_start(self, epoch: int) -> None:
+        """Hook before the first batch of each epoch (also when a resumed run starts an epoch), e.g. to empty a queue."""
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters the optimiser updates (frozen auxiliary parts excluded)."""
         return [p for p in self.parameters() if p.requires_grad]
@@ -98,6 +101,10 @@ class Method(nn.Module):
     def eval_representation(self) -> str:
         """Name of the representation evaluation uses (stored with checkpoints)."""
         return self.encoder.eval_pooler
+
+    def representation_spec(self) -> dict[str, Any]:
+        """JSON description of the evaluation representation, stored with checkpoints and checked when one is loaded."""
+        return {"pooler": self.encoder.eval_pooler}
 
     def embed(self, sentences: Sequence[str], batch_size: int = 128) -> torch.Tensor:
         """Evaluation embeddings (N, d) on CPU, in eval mode."""
