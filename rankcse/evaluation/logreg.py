@@ -98,12 +98,13 @@ def _single_threaded(fn: Callable) -> Callable:
 
 
 def _pct(acc: float) -> float:
-    # SentEval rounds every percentage to 2 decimals before comparing or averaging.
+    # SentEval rounds every percentage to 2 decimals before comparing or averaging. Means stay numpy
+    # floats as in SentEval: round() on them is numpy's rounding, which differs from Python's on halves.
     return round(100 * acc, 2)
 
 
 def _frac(pct: float) -> float:
-    return round(pct / 100, 4)
+    return round(float(pct) / 100, 4)
 
 
 @_single_threaded
@@ -141,7 +142,7 @@ def kfold_classifier(
     scores = []
     for c in c_grid:
         accs = [fitter.fit(X_train[tr], y_train[tr], c).score(X_train[te], y_train[te]) for tr, te in folds]
-        scores.append(_pct(float(np.mean(accs))))
+        scores.append(_pct(np.mean(accs)))
     best = int(np.argmax(scores))
     model = fitter.fit(X_train, y_train, c_grid[best])
     predictions = model.predict(X_test)
@@ -166,9 +167,9 @@ def inner_kfold_classifier(
         scores = []
         for c in c_grid:
             accs = [fitter.fit(X_tr[a], y_tr[a], c).score(X_tr[b], y_tr[b]) for a, b in inner_folds]
-            scores.append(_pct(float(np.mean(accs))))
+            scores.append(_pct(np.mean(accs)))
         best = int(np.argmax(scores))
         dev_results.append(scores[best])
         model = fitter.fit(X_tr, y_tr, c_grid[best])
         test_results.append(_pct(model.score(X[test_idx], y[test_idx])))
-    return Score(_frac(round(float(np.mean(dev_results)), 2)), _frac(round(float(np.mean(test_results)), 2)), None, fitter.not_converged)
+    return Score(_frac(round(np.mean(dev_results), 2)), _frac(round(np.mean(test_results), 2)), None, fitter.not_converged)

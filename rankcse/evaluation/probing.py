@@ -150,10 +150,12 @@ def find_probing_file(data_dir: str | Path, spec: ProbingSpec) -> Path:
     for candidate in (root / "probing" / spec.file, root / spec.file):
         if candidate.is_file():
             return candidate
-    raise DataError(f"probing task {spec.key} needs {spec.file} in {root}/probing or {root}; pass --probing-data-dir pointing at SentEval's data")
+    raise DataError(f"probing task {spec.key} needs {spec.file} in {root}/probing or {root}; pass --probing-data-dir (SentEval's data)")
 
 
-def load_task(key: str, data_dir: str | Path | None = None, corpus: str | Path | None = None, seed: int = DEFAULT_SEED, sizes: GenSizes = GenSizes()) -> ProbingData:
+def load_task(
+    key: str, data_dir: str | Path | None = None, corpus: str | Path | None = None, seed: int = DEFAULT_SEED, sizes: GenSizes = GenSizes()
+) -> ProbingData:
     """A SentEval task from ``data_dir``, or a surrogate generated from ``corpus`` (default: the packaged one)."""
     spec = PROBING_TASKS[expand_tasks([key])[0]]
     if spec.surrogate:
@@ -161,7 +163,7 @@ def load_task(key: str, data_dir: str | Path | None = None, corpus: str | Path |
         splits = {split: (list(g.sentences), list(g.labels)) for split, g in generated.items()}
         return ProbingData(spec, splits, f"generated from {corpus or 'the packaged corpus'} (seed {seed})")
     if data_dir is None:
-        raise ConfigError(f"probing task {spec.key} is SentEval's; pass --probing-data-dir (SentEval's data folder), or use the generated surrogates")
+        raise ConfigError(f"probing task {spec.key} is SentEval's; pass --probing-data-dir (SentEval's data), or use generated tasks")
     path = find_probing_file(data_dir, spec)
     return ProbingData(spec, read_probing_file(path), str(path))
 
@@ -318,7 +320,9 @@ class TrainingProbe:
         corpus: raw sentences for the generated tasks (default: the packaged corpus).
     """
 
-    def __init__(self, tasks: Sequence[str], every_evals: int, eval_every: int, data_dir: str | Path | None = None, corpus: str | Path | None = None) -> None:
+    def __init__(
+        self, tasks: Sequence[str], every_evals: int, eval_every: int, data_dir: str | Path | None = None, corpus: str | Path | None = None
+    ) -> None:
         self.keys = expand_tasks(tasks)
         self.every_steps = every_evals * eval_every
         self.data_dir, self.corpus = data_dir, corpus

@@ -1,8 +1,9 @@
 """Surrogate probing tasks generated from raw sentences, because SentEval's probing files are not shipped.
 
-Four of SentEval's ten probing tasks (Conneau et al., 2018) can be rebuilt from plain sentences
-without a parser. The rebuilt tasks are *surrogates*: same question, different sentences and
-heuristics. Their names end in ``_gen`` everywhere (task keys, metric keys, files, tables).
+Five of SentEval's ten probing tasks (Conneau et al., 2018) can be approximated from plain
+sentences without a parser or tagger. The rebuilt tasks are *surrogates*: same question,
+different sentences and heuristics. Their names end in ``_gen`` everywhere (task keys, metric
+keys, files, tables).
 
 - ``sentlen_gen`` (surface): the sentence length in words, in ``bins`` equal-frequency bins of
   the corpus' length distribution (SentEval: 6 fixed bins).
@@ -18,6 +19,15 @@ heuristics. Their names end in ``_gen`` everywhere (task keys, metric keys, file
   conjunction position qualifies: both sides have at least three words and an auxiliary or copula,
   and the right side starts like a subject (determiner, pronoun, number or capitalised word). The
   sentence-initial capital moves to the new first clause.
+- ``somo_gen`` (semantic): ``O`` the sentence as is, ``C`` one lower-case content word (not a
+  closed-class word, seen 5+ times) replaced by another content word whose frequency is within a
+  factor 2 and that forms bigrams with both neighbours that occur in the corpus -- SentEval's
+  OddManOut matches bigram frequencies so that a language model cannot spot the change.
+
+Each task asks for 6,000 / 1,000 / 2,000 train / valid / test examples (:class:`GenSizes`); when the
+corpus has too few for the rarest label, all splits shrink in proportion (valid and test keep at
+least 5 per label). On the packaged corpus wc_gen gets about 1,500 / 240 / 480 and coordinv_gen
+about 110 / 18 / 36 (few sentences there coordinate two clauses; a larger corpus fixes both).
 
 Every source sentence is used at most once per task (as original or modified), labels are
 balanced, and the splits share no sentence. The same corpus and seed give the same task.
@@ -184,14 +194,19 @@ def gen_sentlen(sentences: Sequence[str], rng: np.random.Generator, bins: int = 
     return out
 
 
-def gen_wc(sentences: Sequence[str], rng: np.random.Generator, words: int = 30, band: tuple[int, int] = (50, 300), min_df: int = 100) -> Candidates:
+def gen_wc(
+    sentences: Sequence[str], rng: np.random.Generator, words: int = 30, band: tuple[int, int] = (50, 300), min_df: int = 100
+) -> Candidates:
     """Label = the one target word (of ``words`` mid-frequency words) that the sentence contains."""
     tokens = [[w.lower() for w in s.split()] for s in sentences]
     df = Counter(w for toks in tokens for w in set(toks) if w.isalpha())
     ranked = sorted(df, key=lambda w: (-df[w], w))
     pool = [w for w in ranked[band[0] : band[1]] if df[w] >= min_df]
     if len(pool) < words:
-        raise DataError(f"wc_gen: the corpus has only {len(pool)} words in frequency ranks {band[0]}-{band[1]} that occur in {min_df}+ sentences; pass a larger --probing-corpus")
+        raise DataError(
+            f"wc_gen: the corpus has only {len(pool)} words of frequency ranks {band[0]}-{band[1]} in {min_df}+ sentences; "
+            "pass a larger --probing-corpus"
+        )
     targets = sorted(pool[i] for i in rng.choice(len(pool), size=words, replace=False))
     target_set = set(targets)
     out: Candidates = {w: [] for w in targets}
@@ -204,7 +219,9 @@ def gen_wc(sentences: Sequence[str], rng: np.random.Generator, words: int = 30, 
 
 def bigram_shift(tokens: list[str], rng: np.random.Generator) -> list[str] | None:
     """Swap one random adjacent pair of different alphabetic words (never the first word); None if there is none."""
-    spots = [i for i in range(1, len(tokens) - 1) if tokens[i].isalpha() and tokens[i + 1].isalpha() and tokens[i].lower() != tokens[i + 1].lower()]
+    spots = [
+        i for i in range(1, len(tokens) - 1) if tokens[i].isalpha() and tokens[i + 1].isalpha() and tokens[i].lower() != tokens[i + 1].lower()
+    ]
     if not spots:
         return None
     i = spots[int(rng.integers(len(spots)))]
@@ -363,7 +380,9 @@ def _generate_cached(key: str, corpus: str, stamp: tuple[int, int], seed: int, s
     return generate_task(key, read_sentences(corpus), seed, sizes)
 
 
-def generate_from_corpus(key: str, corpus: str | Path | None = None, seed: int = DEFAULT_SEED, sizes: GenSizes = GenSizes()) -> dict[str, GeneratedSplit]:
+def generate_from_corpus(
+    key: str, corpus: str | Path | None = None, seed: int = DEFAULT_SEED, sizes: GenSizes = GenSizes()
+) -> dict[str, GeneratedSplit]:
     """:func:`generate_task` on a corpus file (default: the packaged one), cached per process."""
     path = Path(corpus or DEFAULT_CORPUS).expanduser().resolve()
     if not path.is_file():

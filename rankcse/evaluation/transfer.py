@@ -135,7 +135,7 @@ def check_transfer_data(tasks: Sequence[str], data_dir: str | Path | None = None
         task = transfer_task(name)
         for file in task.files:
             if not (root / task.folder / file).is_file():
-                raise DataError(f"transfer task {task.senteval_name} needs {root / task.folder / file}; pass --data-dir pointing at a SentEval data folder")
+                raise DataError(f"transfer task {task.senteval_name} needs {root / task.folder / file}; pass --data-dir (a SentEval data folder)")
 
 
 def read_task(task: TransferTask, data_dir: str | Path | None = None) -> dict:
@@ -161,7 +161,9 @@ def _embed_unique(embed: Embed, sentences: Sequence[str]) -> dict[str, np.ndarra
     return dict(zip(unique, vectors))
 
 
-def evaluate_task(task: TransferTask, embed: Embed, data_dir: str | Path | None = None, kfold: int = 10, solver: Solver = Solver()) -> dict[str, float]:
+def evaluate_task(
+    task: TransferTask, embed: Embed, data_dir: str | Path | None = None, kfold: int = 10, solver: Solver = Solver()
+) -> dict[str, float]:
     """Score one task: test accuracy ``acc`` and model-selection accuracy ``dev_acc`` (fractions), sizes, MRPC's F1."""
     data = read_task(task, data_dir)
     sentences = [s for split in data.values() for part in split[:-1] for s in part]
