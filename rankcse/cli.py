@@ -1,4 +1,4 @@
-"""Command line: ``rankcse train``, ``rankcse eval``.
+"""Command line: ``rankcse train``, ``rankcse eval`` (and ``probe``, ``transfer`` from :mod:`rankcse.cli_probe`).
 
 Every failure caused by input (a bad flag value, a missing file, a diverged loss) prints one line
 ``rankcse: error: ...`` naming the fix and exits with status 2.
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rankcse import cli_probe
 from rankcse.config import STS_TASKS, TrainConfig, parse_override
 from rankcse.errors import RankCSEError
 
@@ -58,6 +59,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --output-dir")
     p.add_argument("--quiet", action="store_true", help="only warnings and the final summary")
+    cli_probe.add_train_probing_flags(p)
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
@@ -79,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_eval(sub)
+    cli_probe.add_commands(sub)
     return parser
 
 
@@ -88,6 +91,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides: dict[str, Any] = {dest: getattr(args, dest) for _, (dest, _, _) in TRAIN_FLAGS.items() if getattr(args, dest) is not None}
     if args.final_tasks is not None:
         overrides["final_tasks"] = [t for t in args.final_tasks if t != "none"]
+    overrides.update(cli_probe.probing_overrides(args))
     for text in args.overrides:
         key, value = parse_override(text)
         overrides[key] = value
@@ -140,7 +144,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, **cli_probe.COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -68,6 +68,12 @@ class TrainConfig:
     rr_schedule: str = "always"
     peak_patience: int = 3
     peak_drop: float = 0.02
+    # linguistic probing and transfer tasks (rankcse/evaluation/probing.py, transfer.py)
+    probing_tasks: list[str] = field(default_factory=list)  # e.g. [generated] (surrogates) or [senteval]; empty = off
+    probing_every_evals: int = 4  # fast probe every N evaluations and at the last step; 0 = only the final checkpoint
+    probing_data_dir: str | None = None  # folder holding SentEval's probing/ files (for SentEval's tasks)
+    probing_corpus: str | None = None  # raw sentences for the generated tasks; default: packaged corpus
+    transfer_tasks: list[str] = field(default_factory=list)  # final SentEval transfer tasks: mr cr subj mpqa sst2 trec mrpc
     # runtime
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto: bf16 (or fp16) autocast on CUDA, fp32 on CPU
@@ -116,11 +122,15 @@ class TrainConfig:
     # -- validation ---------------------------------------------------------------------------
     def resolved(self) -> TrainConfig:
         """Validate every setting and fill unset recipe values from the method; raise :class:`ConfigError`."""
+        from rankcse.evaluation.probing import expand_tasks
+        from rankcse.evaluation.transfer import transfer_task
         from rankcse.methods import build_args, get_method
 
         method = get_method(self.method)
         build_args(method, self.method_args)  # validates the method's own settings
         cfg = dataclasses.replace(self, method_args=dict(self.method_args), final_tasks=list(self.final_tasks))
+        cfg.probing_tasks = expand_tasks(self.probing_tasks)
+        cfg.transfer_tasks = [transfer_task(name).key for name in self.transfer_tasks]
         cfg.batch_size = cfg.batch_size if cfg.batch_size is not None else method.recipe.batch_size
         cfg.learning_rate = cfg.learning_rate if cfg.learning_rate is not None else method.recipe.learning_rate
         cfg.epochs = cfg.epochs if cfg.epochs is not None else method.recipe.epochs
@@ -162,6 +172,7 @@ class TrainConfig:
         need(self.checkpoint_every_evals >= 0, "checkpoint_every_evals must be >= 0 (0 = no resume checkpoints)")
         need(not (self.train_file and self.train_dataset), "give either train_file or train_dataset, not both")
         need(self.max_train_sentences is None or self.max_train_sentences >= 2, "max_train_sentences must be >= 2")
+        need(self.probing_every_evals >= 0, f"probing_every_evals must be >= 0 (0 = probe only the final checkpoint), got {self.probing_every_evals}")
 
 
 def _finite(x: float) -> bool:

@@ -29,8 +29,10 @@ from rankcse.build import build_method, load_for_eval
 from rankcse.config import TrainConfig
 from rankcse.corpus import Corpus, batch_rng, batches_per_epoch, iterate_batches, load_corpus
 from rankcse.errors import ConfigError, TrainingDiverged
+from rankcse.evaluation.probing import TrainingProbe
 from rankcse.evaluation.step_eval import PRIMARY_METRIC, StepEvaluator
 from rankcse.evaluation.sts import evaluate_sts
+from rankcse.evaluation.transfer import check_transfer_data, evaluate_transfer
 from rankcse.methods import Method
 from rankcse.phases import PHASE_1, PHASE_2, PeakDetector
 from rankcse.rank import rank_metrics
@@ -49,6 +51,7 @@ ERROR_FILE = "error.json"
 RUN_FILES = (METRICS_FILE, STEP_LOG_FILE, FINAL_FILE, ERROR_FILE, "config.json", "provenance.json", "best", "last")
 #: Settings that may differ when a run is resumed (they do not change what is computed).
 RESUME_MAY_CHANGE = {"log_every", "num_threads", "device", "eval_batch_size", "final_tasks", "checkpoint_every_evals", "data_dir", "train_file"}
+RESUME_MAY_CHANGE |= {"probing_tasks", "probing_every_evals", "probing_data_dir", "probing_corpus", "transfer_tasks"}  # measurements only
 
 
 @dataclass
@@ -218,6 +221,8 @@ class Trainer:
         self.schedule = RRSchedule.parse(cfg.rr_schedule)
         # Everything that can fail on bad input happens before the output folder is touched.
         self.evaluator = StepEvaluator(cfg.data_dir, cfg.probe_size, cfg.rank_normalize)
+        self.prober = TrainingProbe(cfg.probing_tasks, cfg.probing_every_evals, cfg.eval_every, cfg.probing_data_dir, cfg.probing_corpus) if cfg.probing_tasks else None
+        check_transfer_data(cfg.transfer_tasks, cfg.data_dir)
         self.corpus: Corpus = load_corpus(cfg.train_file, cfg.train_dataset, cfg.max_train_sentences)
         self.per_epoch = batches_per_epoch(len(self.corpus), cfg.batch_size)
         if self.per_epoch == 0:
@@ -324,8 +329,11 @@ class Trainer:
     def _evaluate(self, metrics_file: Any) -> dict[str, Any]:
         s, cfg = self.state, self.cfg
         started = time.perf_counter()
-        values = self.evaluator(lambda sentences: self.method.embed(sentences, cfg.eval_batch_size))
+        embed = lambda sentences: self.method.embed(sentences, cfg.eval_batch_size)  # noqa: E731
+        values = self.evaluator(embed)
         eval_seconds = time.perf_counter() - started
+        if self.prober is not None:  # linguistic probing every few evaluations (own seconds, not in eval_seconds)
+            values.update(self.prober(embed) if self.prober.due(s.step, s.step >= self.total_steps) else self.prober.empty_record())
         if s.step > 0 and values[PRIMARY_METRIC] > s.best_value:
             s.best_value, s.best_step = values[PRIMARY_METRIC], s.step
             if cfg.save_best:
@@ -488,11 +496,12 @@ class Trainer:
             "train_seconds": s.train_seconds,
             "eval_representation": self.method.eval_representation,
         }
-        if cfg.final_tasks:
+        if cfg.final_tasks or self.prober is not None or cfg.transfer_tasks:
             best = ckpt.find_complete(self.out / "best") if cfg.save_best else None
             method = load_for_eval(str(best)).to(self.device) if best else self.method
             method.encoder.autocast_dtype = self.amp_dtype
             result["checkpoint"] = "best" if best else "last"
+        if cfg.final_tasks:
             started = time.perf_counter()
             sts = evaluate_sts(lambda sentences: method.embed(sentences, cfg.eval_batch_size), cfg.final_tasks, cfg.data_dir)
             result.update(sts["scores"])
@@ -500,6 +509,13 @@ class Trainer:
             result["details"] = sts["tasks"]
             result["eval_seconds"] = time.perf_counter() - started
             log.info("final (%s checkpoint, step %s): %s", result["checkpoint"], s.best_step, format_scores(sts["scores"], sts["avg"]))
+        if self.prober is not None:  # full-setting probing of the same checkpoint
+            result.update(self.prober.final(lambda sentences: method.embed(sentences, cfg.eval_batch_size)))
+        if cfg.transfer_tasks:
+            started = time.perf_counter()
+            result["transfer"] = evaluate_transfer(lambda sentences: method.embed(sentences, cfg.eval_batch_size), cfg.transfer_tasks, cfg.data_dir)
+            result.update({f"transfer/{task}": scores["acc"] for task, scores in result["transfer"].items()})
+            result["transfer_seconds"] = time.perf_counter() - started
         ckpt.write_json_atomic(self.out / FINAL_FILE, result)
         return result
 

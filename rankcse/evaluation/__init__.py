@@ -1,4 +1,4 @@
-"""SentEval-compatible evaluation (STS) and the per-step evaluation of a training run."""
+"""SentEval-compatible evaluation (STS, linguistic probing, transfer tasks) and the per-step evaluation of a training run."""
 
 from rankcse.evaluation.sts import TASKS, evaluate_sts
 
