@@ -1,4 +1,4 @@
-"""Command line: ``rankcse train``, ``rankcse eval`` (and ``probe``, ``transfer`` from :mod:`rankcse.cli_probe`).
+"""Command line: ``rankcse train``, ``rankcse eval``, ``rankcse aggregate`` (and ``probe``, ``transfer`` from :mod:`rankcse.cli_probe`).
 
 Every failure caused by input (a bad flag value, a missing file, a diverged loss) prints one line
 ``rankcse: error: ...`` naming the fix and exits with status 2.
@@ -75,6 +75,21 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--details", action="store_true", help="with --json: include per-subset scores and all aggregates")
 
 
+def _add_aggregate(sub: argparse._SubParsersAction) -> None:
+    from rayjobs.aggregate import add_arguments  # the aggregator lives with the sweeps; it needs no Ray
+
+    p = sub.add_parser("aggregate", help="Parquet tables, figures and report.md from a sweep or from rankcse train runs",
+                       description="Read every trial's full history under EXPERIMENT_DIR and write steps/trials/summary/correlations.parquet, figures and report.md.")
+    add_arguments(p)
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    """``rankcse aggregate``."""
+    from rayjobs.aggregate import run_from_args
+
+    return run_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``rankcse`` argument parser."""
     parser = argparse.ArgumentParser(prog="rankcse", description="Representation-rank analysis of contrastive sentence-embedding fine-tuning.")
@@ -82,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     cli_probe.add_commands(sub)
+    _add_aggregate(sub)
     return parser
 
 
@@ -144,7 +160,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, **cli_probe.COMMANDS}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "aggregate": cmd_aggregate, **cli_probe.COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,317 @@
+"""The results aggregator: an experiment folder in, Parquet tables, figures and a report out.
+
+    rankcse aggregate results/ray/smoke --output-dir results/smoke
+    python -m rayjobs.aggregate results/ray/smoke --output-dir results/smoke
+
+It reads every trial's full history (:mod:`rayjobs.histories`), splits each at its rank peak into
+Phase 1 and Phase 2 (:func:`rankcse.phases.split_phases`, a centred moving average over
+``--smooth`` evaluations), and writes ``steps``, ``trials``, ``summary`` and ``correlations``
+(plus ``probing`` when trials probed) as Parquet (:mod:`rayjobs.schema`), the figures and
+``report.md``. The same folder always gives byte-identical tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rankcse.errors import RankCSEError
+from rankcse.phases import split_phases
+from rayjobs import schema
+from rayjobs.histories import COMPLETED, CORE_KEYS, CORRUPT, DUPLICATE, Trial, read_experiment
+from rayjobs.spec import cell_label
+from rayjobs.statistics import N_BOOT, bootstrap_mean_std, correlate, mean_of_correlations, trial_correlation, welch
+
+log = logging.getLogger("rayjobs")
+
+FINAL_SCORES = ("sts12", "sts13", "sts14", "sts15", "sts16", "stsb", "sickr", "avg")
+TRIAL_QUANTITIES = ("best_stsb_dev", "avg_rank", "avg_energy_rank_99", "rank_at_best", "peak_rank")
+ENERGY = "probe/energy_rank_99"
+SEED_STD_SCORES = ("avg", "stsb", "best_stsb_dev")
+
+
+@dataclass
+class Aggregated:
+    """What one aggregation wrote and found."""
+
+    output_dir: Path
+    files: dict[str, Path]
+    counts: dict[str, int]
+    skipped: list[tuple[str, str]]
+    completed_cells: set[str] = field(default_factory=set)
+    seconds: float = 0.0
+
+    def describe(self) -> str:
+        """Lines for the terminal: trial counts and where every file is."""
+        counts = ", ".join(f"{v} {k}" for k, v in self.counts.items() if v)
+        lines = [f"aggregated {sum(self.counts.values())} trial folder(s) ({counts}) in {self.seconds:.1f}s"]
+        lines += [f"  skipped {path}: {why}" for path, why in self.skipped]
+        lines.append(f"results: {self.output_dir}")
+        lines += [f"  {name:<13} {path}" for name, path in self.files.items()]
+        return "\n".join(lines)
+
+
+# -- per trial ---------------------------------------------------------------------------------------
+
+
+def _condition(trial: Trial, sweep: str) -> dict[str, Any]:
+    cfg = trial.config
+    out = {"sweep": sweep, "trial_id": trial.trial_id}
+    for key in CORE_KEYS:
+        out[key] = trial.axes.get(key, cfg.get(key))
+    out["rr_coef"] = float(out["rr_coef"]) if out["rr_coef"] is not None else 0.0
+    out["rr_schedule"] = out["rr_schedule"] or "always"
+    out["model"] = out["model"] or "default"
+    out.update({k: v for k, v in trial.axes.items() if k not in CORE_KEYS})
+    return out
+
+
+def _allowed_step_column(name: str) -> bool:
+    return name in schema.STEPS or any(name.startswith(p) for p in schema.STEPS_PREFIXES)
+
+
+def trial_steps(trial: Trial, meta: dict[str, Any], rank_column: str, window: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The trial's evaluation rows with phase labels, and its per-trial quantities."""
+    frame = pd.DataFrame.from_records(trial.records)
+    frame = frame[[c for c in frame.columns if _allowed_step_column(c) and c != "phase"]] if len(frame) else frame
+    quantities: dict[str, Any] = {"n_evals": len(frame), "steps_done": int(frame["step"].max()) if len(frame) else None}
+    if len(frame) and rank_column in frame and "stsb_dev" in frame and frame[rank_column].notna().any():
+        rank = frame[rank_column].astype(float).to_numpy()
+        score = frame["stsb_dev"].astype(float).to_numpy()
+        split = split_phases(np.nan_to_num(rank, nan=-np.inf), score, window=window)
+        frame["phase"] = split.labels
+        steps = frame["step"].to_numpy()
+        upto = slice(0, split.best_index + 1)
+        energy = frame[ENERGY].astype(float).to_numpy() if ENERGY in frame else np.full(len(frame), np.nan)
+        quantities.update(
+            peak_step=float(steps[split.peak_index]),
+            peak_rank=float(rank[split.peak_index]),
+            peak_energy_rank_99=float(energy[split.peak_index]),
+            best_step=float(steps[split.best_index]),
+            best_stsb_dev=float(score[split.best_index]),
+            rank_at_best=float(rank[split.best_index]),
+            avg_rank=float(np.nanmean(rank[upto])),
+            avg_energy_rank_99=float(np.nanmean(energy[upto])) if np.isfinite(energy[upto]).any() else float("nan"),
+            phase_flag="phase2_empty" if split.phase2_empty else ("ok" if split.interior_peak else "no_interior_peak"),
+            n_phase1=int(sum(1 for p in split.labels if p == 1)),
+            n_phase2=int(sum(1 for p in split.labels if p == 2)),
+        )
+    elif len(frame):
+        frame["phase"] = np.nan
+        quantities["phase_flag"] = "no_rank"
+    if len(frame) and "rr/switch_step" in frame and frame["rr/switch_step"].notna().any():
+        quantities["rr_switch_step"] = float(frame["rr/switch_step"].dropna().iloc[-1])
+    for key, value in meta.items():
+        frame[key] = value
+    return frame, quantities
+
+
+def trial_row(trial: Trial, meta: dict[str, Any], quantities: dict[str, Any]) -> dict[str, Any]:
+    """One row of the trials table."""
+    row: dict[str, Any] = {**meta, "path": trial.path, "layout": trial.layout, "status": trial.status, "error": trial.error, "attempts_failed": trial.attempts_failed}
+    row.update(quantities)
+    final = trial.final or {}
+    row.update({k: final.get(k) for k in FINAL_SCORES})
+    row["train_seconds"] = final.get("train_seconds")
+    row.update({k: v for k, v in final.items() if k.startswith(("probing/", "transfer/")) and isinstance(v, (int, float))})
+    row["config"] = json.dumps(trial.config, sort_keys=True, default=str)
+    return row
+
+
+# -- across trials -------------------------------------------------------------------------------------
+
+
+def summarize(trials: pd.DataFrame, group_keys: list[str], rng: np.random.Generator, n_boot: int) -> pd.DataFrame:
+    """Per condition x quantity: seeds, mean, std and intervals; RR vs no RR with Welch's test."""
+    done = trials[trials["status"] == COMPLETED]
+    metrics = [m for m in (*FINAL_SCORES, *TRIAL_QUANTITIES) if m in done and done[m].notna().any()]
+    metrics += sorted(c for c in done.columns if c.startswith(("probing/", "transfer/")) and done[c].notna().any())
+    rows = []
+    for key, group in done.groupby(group_keys, sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        for metric in metrics:
+            values = group[metric].dropna().astype(float).tolist()
+            rows.append({**dict(zip(group_keys, key)), "metric": metric, **bootstrap_mean_std(values, rng, n_boot), "_values": values})
+    summary = pd.DataFrame(rows)
+    if summary.empty:
+        return pd.DataFrame(columns=[*group_keys, *schema.SUMMARY])
+    others = [k for k in group_keys if k != "rr_coef"]
+    base = {tuple(r[k] for k in others) + (r["metric"],): r for r in rows if r["rr_coef"] == 0}
+    extra = []
+    for r in rows:
+        ref = base.get(tuple(r[k] for k in others) + (r["metric"],))
+        if r["rr_coef"] == 0 or ref is None:
+            extra.append({"baseline_n": np.nan, "baseline_mean": np.nan, "diff_vs_no_rr": np.nan, "welch_t": np.nan, "welch_p": np.nan})
+            continue
+        t, p = welch(r["_values"], ref["_values"])
+        extra.append({"baseline_n": float(ref["n"]), "baseline_mean": ref["mean"], "diff_vs_no_rr": r["mean"] - ref["mean"], "welch_t": t, "welch_p": p})
+    summary = pd.concat([summary.drop(columns="_values"), pd.DataFrame(extra)], axis=1)
+    return summary
+
+
+def correlations(steps: pd.DataFrame, trials: pd.DataFrame, summary: pd.DataFrame, group_keys: list[str], rank_columns: list[str], rng: np.random.Generator, n_boot: int) -> pd.DataFrame:
+    """Rank vs STS-B dev within each phase, and average rank vs seed std across conditions."""
+    done_ids = set(trials.loc[trials["status"] == COMPLETED, "trial_id"])
+    points = steps[steps["trial_id"].isin(done_ids)]
+    rows: list[dict[str, Any]] = []
+    subsets = {"all": points, "no_rr": points[points["rr_coef"] == 0], "rr": points[points["rr_coef"] > 0]}
+    for rank_col in rank_columns:
+        if rank_col not in points:
+            continue
+        for subset, frame in subsets.items():
+            for phase in (1, 2):
+                inside = frame[frame["phase"] == phase]
+                if inside.empty:
+                    continue
+                base = {"analysis": "rank_vs_stsb_dev", "rank_metric": rank_col, "phase": float(phase), "score": "stsb_dev", "subset": subset}
+                rows.append({**base, "scope": "pooled", "method": "all", **correlate(inside[rank_col], inside["stsb_dev"], rng, inside["trial_id"].to_numpy(), n_boot)})
+                for method, part in inside.groupby("method", sort=True):
+                    rows.append({**base, "scope": "method", "method": method, **correlate(part[rank_col], part["stsb_dev"], rng, part["trial_id"].to_numpy(), n_boot)})
+                per_trial = [trial_correlation(p[rank_col], p["stsb_dev"]) for _, p in inside.groupby("trial_id", sort=True)]
+                pear = mean_of_correlations([r for r, _ in per_trial], rng, n_boot)
+                spear = mean_of_correlations([s for _, s in per_trial], rng, n_boot)
+                rows.append({
+                    **base, "scope": "within_trial", "method": "all", "n": int(len(inside)), "n_trials": pear["n"],
+                    "pearson_r": pear["mean"], "pearson_p": pear["p"], "pearson_ci_low": pear["ci_low"], "pearson_ci_high": pear["ci_high"],
+                    "spearman_rho": spear["mean"], "spearman_p": spear["p"], "spearman_ci_low": spear["ci_low"], "spearman_ci_high": spear["ci_high"],
+                })
+    if not summary.empty:
+        keys = group_keys
+        for avg_metric, rank_col in (("avg_rank", rank_columns[0]), ("avg_energy_rank_99", ENERGY)):
+            ranks = summary[summary["metric"] == avg_metric].set_index(keys)["mean"]
+            for score in SEED_STD_SCORES:
+                spread = summary[(summary["metric"] == score) & (summary["n"] >= 2)].set_index(keys)["std"]
+                joined = pd.concat([ranks.rename("x"), spread.rename("y")], axis=1, join="inner").dropna()
+                if joined.empty:
+                    continue
+                rows.append({
+                    "analysis": "avg_rank_vs_seed_std", "rank_metric": rank_col, "phase": np.nan, "score": score, "scope": "groups",
+                    "method": "all", "subset": "all", **correlate(joined["x"], joined["y"], rng, None, n_boot),
+                })
+    return pd.DataFrame(rows, columns=list(schema.CORRELATIONS))
+
+
+# -- the whole folder ---------------------------------------------------------------------------------
+
+
+def build_tables(experiment_dir: Path, rank_metric: str = "erank_vne", window: int = 3, n_boot: int = N_BOOT, seed: int = 0) -> tuple[dict[str, pd.DataFrame], list[Trial], list[str]]:
+    """Read the experiment and compute every table; return (tables, trials as read, extra grid axes)."""
+    experiment_dir = Path(experiment_dir).expanduser().resolve()
+    sweep = experiment_dir.name
+    trials = read_experiment(experiment_dir)
+    rank_column = f"probe/{rank_metric}"
+    axes = sorted({k for t in trials for k in t.axes if k not in CORE_KEYS})
+    step_frames, trial_rows = [], []
+    for trial in trials:
+        if trial.status == CORRUPT:
+            continue
+        meta = _condition(trial, sweep)
+        frame, quantities = trial_steps(trial, meta, rank_column, window)
+        if trial.status != DUPLICATE and len(frame):
+            step_frames.append(frame)
+        trial_rows.append(trial_row(trial, meta, quantities))
+    steps = pd.concat(step_frames, ignore_index=True) if step_frames else pd.DataFrame(columns=list(schema.STEPS))
+    steps = schema.conform(steps, "steps", axes).sort_values(["trial_id", "step"], kind="stable").reset_index(drop=True)
+    trials_table = schema.conform(pd.DataFrame(trial_rows, columns=None if trial_rows else list(schema.TRIALS)), "trials", axes)
+    trials_table = trials_table.sort_values(["trial_id", "path"], kind="stable").reset_index(drop=True)
+    rng = np.random.default_rng(seed)
+    group_keys = [*schema.CONDITION, *axes]
+    summary = summarize(trials_table, group_keys, rng, n_boot)
+    summary = schema.conform(summary, "summary", axes)
+    rank_columns = list(dict.fromkeys([rank_column, ENERGY]))
+    corr = schema.conform(correlations(steps, trials_table, summary, group_keys, rank_columns, rng, n_boot), "correlations")
+    tables = {"steps": steps, "trials": trials_table, "summary": summary, "correlations": corr}
+    probing_cols = [c for c in steps.columns if c.startswith("probing/")]
+    if probing_cols and steps[probing_cols].notna().any().any():
+        from rayjobs.probing_summary import summarize_probing
+
+        done = steps[steps["trial_id"].isin(trials_table.loc[trials_table["status"] == COMPLETED, "trial_id"])]
+        if len(done) and done[probing_cols].notna().any().any():
+            tables["probing"] = schema.conform(summarize_probing(done), "probing")
+    return tables, trials, axes
+
+
+def aggregate(experiment_dir: str | Path, output_dir: str | Path, rank_metric: str = "erank_vne", window: int = 3, n_boot: int = N_BOOT, seed: int = 0, figures: bool = True) -> Aggregated:
+    """Aggregate ``experiment_dir`` into ``output_dir`` (tables, figures, report.md)."""
+    started = time.perf_counter()
+    experiment_dir = Path(experiment_dir).expanduser().resolve()
+    output_dir = Path(output_dir).expanduser().resolve()
+    tables, trials, axes = build_tables(experiment_dir, rank_metric, window, n_boot, seed)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    for name, frame in tables.items():
+        files[name] = schema.write_table(frame, output_dir / f"{name}.parquet", name, axes if name in ("steps", "trials", "summary") else ())
+    skipped = [(t.path, t.error or "unreadable") for t in trials if t.status == CORRUPT]
+    counts = {s: sum(1 for t in trials if t.status == s) for s in (COMPLETED, "errored", "incomplete", DUPLICATE, CORRUPT)}
+    figure_files: dict[str, Path] = {}
+    if figures:
+        from rayjobs.figures import draw_figures
+
+        figure_files = draw_figures(tables, output_dir, f"probe/{rank_metric}")
+        files.update(figure_files)
+    from rayjobs.report import write_report
+
+    files["report"] = write_report(output_dir, experiment_dir, tables, trials, counts, figure_files, f"probe/{rank_metric}", window)
+    done = tables["trials"][tables["trials"]["status"] == COMPLETED]
+    cells = {cell_label(_cell_of(row, axes)) for _, row in done.iterrows()}
+    return Aggregated(output_dir, files, counts, skipped, cells, time.perf_counter() - started)
+
+
+def _cell_of(row: pd.Series, axes: list[str]) -> dict[str, Any]:
+    cell = {"method": row["method"], "rr_coef": float(row["rr_coef"]), "rr_schedule": row["rr_schedule"], "seed": int(row["seed"])}
+    cell.update({a: row[a] for a in axes})
+    return cell
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``rankcse aggregate`` / ``python -m rayjobs.aggregate``."""
+    p = argparse.ArgumentParser(prog="rankcse aggregate", description="Turn a sweep's experiment folder (or folders of rankcse train runs) into Parquet tables, figures and report.md.")
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The aggregator's flags (shared with the ``rankcse aggregate`` subcommand)."""
+    p.add_argument("experiment_dir", type=Path, help="experiment folder (<storage>/<name>) or a folder of rankcse train output folders")
+    p.add_argument("--output-dir", type=Path, default=None, help="where the tables go (default: results/<folder name>)")
+    p.add_argument("--rank-metric", default="erank_vne", help="probe rank metric that defines the phases and the average rank (erank_vne, energy_rank_99, ...)")
+    p.add_argument("--smooth", type=int, default=3, help="moving-average window (evaluations) applied to the rank before finding its peak; 1 = none")
+    p.add_argument("--n-boot", type=int, default=N_BOOT, help="bootstrap resamples for the intervals")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run an aggregation from parsed flags; print where the results are."""
+    from rankcse.errors import ConfigError
+
+    if args.smooth < 1 or args.n_boot < 10:
+        raise ConfigError("--smooth must be >= 1 and --n-boot >= 10")
+    output = args.output_dir or Path("results") / Path(args.experiment_dir).resolve().name
+    result = aggregate(args.experiment_dir, output, args.rank_metric, args.smooth, args.n_boot, args.seed, figures=not args.no_figures)
+    print(result.describe())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m rayjobs.aggregate``."""
+    args = build_parser().parse_args(argv)
+    try:
+        return run_from_args(args)
+    except RankCSEError as exc:
+        print(f"aggregate: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""Find the trials under an experiment folder and read each one's full history of evaluations.
+
+Two layouts are read:
+
+- a Tune trial folder (``params.json`` / ``result.json``, written by ``rayjobs/sweep.py``): the
+  history is ``run/metrics.jsonl`` (the trainer's own record, consistent across resumed attempts),
+  or Tune's ``result.json`` when the run folder is absent; failures come from Tune's ``error.txt``;
+- a plain ``rankcse train`` output folder (``config.json`` + ``metrics.jsonl``).
+
+Histories are de-duplicated by step (a resumed attempt can report a step twice; the last report
+wins) and sorted. Folders that cannot be read are returned as ``corrupt`` with the reason, never
+raised.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+COMPLETED, ERRORED, INCOMPLETE, CORRUPT, DUPLICATE = "completed", "errored", "incomplete", "corrupt", "duplicate"
+#: Folders never searched for trials.
+SKIP_DIRS = {"run", "best", "last", ".rankcse", "__pycache__"}
+CORE_KEYS = ("method", "seed", "rr_coef", "rr_schedule", "model")
+
+
+@dataclass
+class Trial:
+    """One trial (or plain run) as read from disk."""
+
+    trial_id: str
+    path: str  # relative to the experiment folder
+    layout: str  # "tune" or "run"
+    status: str
+    config: dict[str, Any] = field(default_factory=dict)  # the rankcse TrainConfig settings (as far as known)
+    axes: dict[str, Any] = field(default_factory=dict)  # grid cell of a sweep trial (empty for a plain run)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    final: dict[str, Any] | None = None
+    error: str | None = None
+    attempts_failed: int = 0
+
+    @property
+    def cell(self) -> tuple:
+        """What makes two trials the same experiment condition (used to spot duplicate folders)."""
+        keys = dict(self.axes) if self.axes else {k: self.config.get(k) for k in CORE_KEYS}
+        return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in keys.items()))
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """JSON lines; a line cut off by a crash (only the last one can be) is dropped."""
+    out = []
+    with path.open() as handle:
+        for line in handle:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+def dedupe_by_step(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per step (the last one reported), sorted by step."""
+    by_step: dict[int, dict[str, Any]] = {}
+    for record in records:
+        step = record.get("step")
+        if isinstance(step, (int, float)) and math.isfinite(step):
+            by_step[int(step)] = record
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def _tune_error(folder: Path) -> tuple[str | None, int]:
+    """The last failure message in Tune's ``error.txt`` and how many failures it lists."""
+    path = folder / "error.txt"
+    if not path.is_file():
+        return None, 0
+    text = path.read_text(errors="replace")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    failures = sum(1 for ln in lines if ln.startswith("Failure #"))
+    message = next((ln for ln in reversed(lines) if not ln.startswith(("File ", "^", "Failure #", "Traceback", "The above exception", "During handling"))), None)
+    return message, failures or (1 if lines else 0)
+
+
+def read_sweep_spec(experiment_dir: Path) -> dict[str, Any] | None:
+    """The spec ``rayjobs/sweep.py`` recorded for the experiment (``.rankcse/sweep.json``), if any."""
+    path = Path(experiment_dir) / ".rankcse" / "sweep.json"
+    try:
+        return _read_json(path)["spec"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def read_tune_trial(folder: Path, root: Path, spec: dict[str, Any] | None = None) -> Trial:
+    """A trial folder written by Tune (and ``rayjobs/trainable.py``); ``spec`` is the sweep's recorded spec."""
+    rel = folder.relative_to(root).as_posix()
+    try:
+        params = _read_json(folder / "params.json") if (folder / "params.json").is_file() else None
+        rows = _read_jsonl(folder / "result.json") if (folder / "result.json").is_file() else []
+        if params is None:
+            params = next((r["config"] for r in rows if isinstance(r.get("config"), dict)), None)
+        if not isinstance(params, dict):
+            raise ValueError("no params.json (the trial's grid cell)")
+        axes = dict(params)  # Tune's param space is the grid cell
+        run = folder / "run"
+        fixed = dict((spec or {}).get("train") or {})
+        config = _read_json(run / "config.json") if (run / "config.json").is_file() else {**fixed, **axes}
+        if (run / "metrics.jsonl").is_file():
+            records = _read_jsonl(run / "metrics.jsonl")
+        else:
+            records = [r for r in rows if r.get("kind") == "eval"]
+        final = _read_json(run / "final.json") if (run / "final.json").is_file() else None
+        if final is None:
+            last = next((r for r in reversed(rows) if r.get("kind") == "final"), None)
+            if last is not None:
+                final = {k.split("/", 1)[1]: v for k, v in last.items() if k.startswith("final/")}
+                final.setdefault("steps", last.get("step"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return Trial(trial_id=folder.name, path=rel, layout="tune", status=CORRUPT, error=f"unreadable trial folder: {exc}")
+    error, failures = _tune_error(folder)
+    # Tune's id is in every result row; a trial that never reported has it at the start of its folder name.
+    trial_id = str(rows[0]["trial_id"]) if rows and rows[0].get("trial_id") else "_".join(folder.name.split("_")[:2])
+    status = COMPLETED if final is not None else (ERRORED if error else INCOMPLETE)
+    return Trial(trial_id, rel, "tune", status, config, axes, dedupe_by_step(records), final, error if status != COMPLETED else None, failures)
+
+
+def read_plain_run(folder: Path, root: Path) -> Trial:
+    """An output folder of ``rankcse train``."""
+    rel = folder.relative_to(root).as_posix() or "."
+    try:
+        config = _read_json(folder / "config.json")
+        records = _read_jsonl(folder / "metrics.jsonl") if (folder / "metrics.jsonl").is_file() else []
+        final = _read_json(folder / "final.json") if (folder / "final.json").is_file() else None
+        error = _read_json(folder / "error.json").get("error") if (folder / "error.json").is_file() else None
+        if not isinstance(config, dict):
+            raise ValueError("config.json is not a mapping")
+    except (OSError, ValueError, AttributeError) as exc:
+        return Trial(trial_id=rel, path=rel, layout="run", status=CORRUPT, error=f"unreadable run folder: {exc}")
+    status = COMPLETED if final is not None else (ERRORED if error else INCOMPLETE)
+    return Trial(rel, rel, "run", status, config, {}, dedupe_by_step(records), final, error if status != COMPLETED else None, 1 if error else 0)
+
+
+def _walk(root: Path) -> Iterator[tuple[Path, str]]:
+    """(folder, layout) of every trial folder under ``root`` (not descending into a trial)."""
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        names = {e.name for e in entries}
+        if "params.json" in names or "result.json" in names:
+            yield folder, "tune"
+            continue
+        if "config.json" in names and ("metrics.jsonl" in names or "final.json" in names):
+            yield folder, "run"
+            continue
+        stack.extend(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False) and e.name not in SKIP_DIRS and not e.name.startswith("checkpoint_"))
+
+
+def read_experiment(root: str | Path) -> list[Trial]:
+    """Every trial under ``root``, sorted by path; repeated grid cells are marked ``duplicate`` but for the best one."""
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        from rankcse.errors import DataError
+
+        raise DataError(f"experiment folder {root} does not exist; pass the folder a sweep or `rankcse train` wrote")
+    specs: dict[Path, dict[str, Any] | None] = {}
+
+    def spec_of(folder: Path) -> dict[str, Any] | None:
+        if folder.parent not in specs:
+            specs[folder.parent] = read_sweep_spec(folder.parent)
+        return specs[folder.parent]
+
+    trials = [read_tune_trial(f, root, spec_of(f)) if layout == "tune" else read_plain_run(f, root) for f, layout in _walk(root)]
+    trials.sort(key=lambda t: t.path)
+    rank = {COMPLETED: 3, INCOMPLETE: 2, ERRORED: 1}
+    best: dict[tuple, Trial] = {}
+    for t in trials:
+        if t.status == CORRUPT:
+            continue
+        kept = best.get(t.cell)
+        if kept is None or (rank[t.status], len(t.records)) > (rank[kept.status], len(kept.records)):
+            if kept is not None:
+                kept.status = DUPLICATE
+            best[t.cell] = t
+        else:
+            t.status = DUPLICATE
+    return trials

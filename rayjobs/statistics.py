@@ -1,0 +1,140 @@
+"""Statistics of the aggregator: seed spread with bootstrap intervals, Welch's test, correlations with intervals.
+
+All bootstraps are percentile intervals from a generator seeded by the caller, so the same inputs
+give the same numbers. Correlations over evaluation points pooled from several trials resample
+*trials* (a cluster bootstrap: points of one trial are not independent); Pearson's r of each
+resample comes from per-trial sums, and Spearman's rho from the pooled ranks (not re-ranked per
+resample), which keeps a sweep of a thousand trials to seconds. Correlations over few independent
+points (one per condition) resample points and re-rank each resample.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+
+N_BOOT = 2000
+CI = (2.5, 97.5)
+EXACT_RERANK_MAX = 2000
+
+
+def _percentiles(samples: np.ndarray) -> tuple[float, float]:
+    finite = samples[np.isfinite(samples)]
+    if finite.size < max(10, samples.size // 2):
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(finite, CI)
+    return float(lo), float(hi)
+
+
+def bootstrap_mean_std(values: Sequence[float], rng: np.random.Generator, n_boot: int = N_BOOT) -> dict[str, float]:
+    """Mean, sample std (ddof=1) and bootstrap 95 % intervals of both; NaN where undefined (n < 2)."""
+    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
+    out = {"n": int(x.size), "mean": float(x.mean()) if x.size else float("nan"), "std": float(x.std(ddof=1)) if x.size > 1 else float("nan")}
+    if x.size < 2:
+        return {**out, "mean_ci_low": float("nan"), "mean_ci_high": float("nan"), "std_ci_low": float("nan"), "std_ci_high": float("nan")}
+    sample = x[rng.integers(0, x.size, size=(n_boot, x.size))]
+    means, stds = sample.mean(axis=1), sample.std(axis=1, ddof=1)
+    (m_lo, m_hi), (s_lo, s_hi) = _percentiles(means), _percentiles(stds)
+    return {**out, "mean_ci_low": m_lo, "mean_ci_high": m_hi, "std_ci_low": s_lo, "std_ci_high": s_hi}
+
+
+def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """Welch's t-test of ``a`` vs ``b`` (two-sided): (t, p); NaN when either side has fewer than 2 values."""
+    a = np.asarray([v for v in a if np.isfinite(v)], dtype=np.float64)
+    b = np.asarray([v for v in b if np.isfinite(v)], dtype=np.float64)
+    if a.size < 2 or b.size < 2:
+        return float("nan"), float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = stats.ttest_ind(a, b, equal_var=False)
+    return float(result.statistic), float(result.pvalue)
+
+
+def _corr_from_sums(n: np.ndarray, sx: np.ndarray, sy: np.ndarray, sxx: np.ndarray, syy: np.ndarray, sxy: np.ndarray) -> np.ndarray:
+    cov = n * sxy - sx * sy
+    var = (n * sxx - sx * sx) * (n * syy - sy * sy)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(var > 0, cov / np.sqrt(np.where(var > 0, var, 1.0)), np.nan)
+
+
+def _cluster_boot(x: np.ndarray, y: np.ndarray, clusters: np.ndarray, rng: np.random.Generator, n_boot: int) -> np.ndarray:
+    """Pearson r of ``n_boot`` resamples of whole clusters, from per-cluster sums."""
+    ids, index = np.unique(clusters, return_inverse=True)
+    k = ids.size
+    sums = np.stack([np.bincount(index, weights=w, minlength=k) for w in (np.ones_like(x), x, y, x * x, y * y, x * y)], axis=1)
+    chunk = max(1, min(n_boot, 4_000_000 // k))
+    parts = []
+    for start in range(0, n_boot, chunk):
+        counts = rng.multinomial(k, np.full(k, 1.0 / k), size=min(chunk, n_boot - start)).astype(np.float64)  # clusters drawn per resample
+        parts.append(_corr_from_sums(*(counts @ sums).T))
+    return np.concatenate(parts)
+
+
+def correlate(x: Sequence[float], y: Sequence[float], rng: np.random.Generator, clusters: Sequence | None = None, n_boot: int = N_BOOT) -> dict[str, float]:
+    """Pearson and Spearman with p-values, n and bootstrap 95 % intervals; NaN where undefined (n < 3 or no spread).
+
+    ``clusters`` (one label per point) switches to the cluster bootstrap described in the module docstring.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    labels = np.asarray(clusters)[keep] if clusters is not None else None
+    out: dict[str, float] = {"n": int(x.size), "n_trials": int(np.unique(labels).size) if labels is not None else int(x.size)}
+    nan = float("nan")
+    blank = {k: nan for k in ("pearson_r", "pearson_p", "pearson_ci_low", "pearson_ci_high", "spearman_rho", "spearman_p", "spearman_ci_low", "spearman_ci_high")}
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return {**out, **blank}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # near-constant inputs: the value is still defined, scipy only warns
+        pearson, spearman = stats.pearsonr(x, y), stats.spearmanr(x, y)
+    out.update({"pearson_r": float(pearson.statistic), "pearson_p": float(pearson.pvalue), "spearman_rho": float(spearman.statistic), "spearman_p": float(spearman.pvalue)})
+    rx, ry = stats.rankdata(x), stats.rankdata(y)
+    if labels is not None and out["n_trials"] >= 2:
+        boot_p = _cluster_boot(x, y, labels, rng, n_boot)
+        boot_s = _cluster_boot(rx, ry, labels, rng, n_boot)
+    elif labels is None and x.size <= EXACT_RERANK_MAX:
+        idx = rng.integers(0, x.size, size=(n_boot, x.size))
+        boot_p = _rowwise_corr(x[idx], y[idx])
+        boot_s = _rowwise_corr(stats.rankdata(x[idx], axis=1), stats.rankdata(y[idx], axis=1))
+    else:
+        singles = np.arange(x.size)
+        boot_p, boot_s = _cluster_boot(x, y, singles, rng, n_boot), _cluster_boot(rx, ry, singles, rng, n_boot)
+    out["pearson_ci_low"], out["pearson_ci_high"] = _percentiles(boot_p)
+    out["spearman_ci_low"], out["spearman_ci_high"] = _percentiles(boot_s)
+    return out
+
+
+def _rowwise_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    n = a.shape[1]
+    return _corr_from_sums(np.full(a.shape[0], float(n)), a.sum(1), b.sum(1), (a * a).sum(1), (b * b).sum(1), (a * b).sum(1))
+
+
+def mean_of_correlations(values: Sequence[float], rng: np.random.Generator, n_boot: int = N_BOOT) -> dict[str, float]:
+    """Mean of per-trial correlations, a bootstrap interval over trials and a one-sample t-test p-value against 0."""
+    r = np.asarray([v for v in values if np.isfinite(v)], dtype=np.float64)
+    if r.size == 0:
+        return {"n": 0, "mean": float("nan"), "p": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
+    p = float("nan")
+    if r.size >= 2 and np.ptp(r) > 0:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            p = float(stats.ttest_1samp(r, 0.0).pvalue)
+    lo, hi = (float("nan"), float("nan")) if r.size < 2 else _percentiles(r[rng.integers(0, r.size, size=(n_boot, r.size))].mean(axis=1))
+    return {"n": int(r.size), "mean": float(r.mean()), "p": p, "ci_low": lo, "ci_high": hi}
+
+
+def trial_correlation(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """(Pearson r, Spearman rho) of one trial's points; NaN with fewer than 3 points or no spread."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan"), float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.pearsonr(x, y).statistic), float(stats.spearmanr(x, y).statistic)

@@ -1,0 +1,91 @@
+"""Sweep presets, command-line overrides and the errors a bad sweep gets before Ray starts (no Ray here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rankcse.errors import ConfigError
+from rayjobs import sweep
+from rayjobs.spec import Fault, SweepSpec, cell_label, preset_names
+
+
+def spec_of(*argv: str) -> SweepSpec:
+    return sweep.spec_from_args(sweep.build_parser().parse_args(list(argv)))
+
+
+def test_presets_ship_and_validate():
+    assert {"smoke", "demo", "paper"} <= set(preset_names())
+    smoke = SweepSpec.load("smoke")
+    configs = smoke.validate()
+    assert len(configs) == len(smoke.cells()) == 8  # 2 methods x 2 RR x 2 seeds
+    assert {c.method for c in configs} == {"simcse", "mixcse"} and {c.rr_coef for c in configs} == {0.0, 0.1}
+    assert all(c.device == "cpu" and c.num_threads == 1 and c.max_steps == 30 for c in configs)
+    assert len(SweepSpec.load("demo").validate()) == 6
+
+
+def test_paper_preset_is_the_papers_grid_and_needs_its_corpus():
+    paper = SweepSpec.load("paper")
+    assert len(paper.cells()) == 5 * 6 * 5
+    assert paper.gpus_per_trial == 1 and paper.train["model"] == "bert-base-uncased" and paper.train["eval_every"] == 125
+    assert paper.runtime_settings()["device"] == "cuda"
+    cfg = paper.trial_config({"method": "promptbert", "rr_coef": 0.1, "rr_schedule": "always", "seed": 0}).resolved()
+    assert (cfg.batch_size, cfg.learning_rate) == (256, 1e-5)  # PromptBERT's official recipe
+    with pytest.raises(ConfigError, match="wiki1m_for_simcse.txt does not exist"):
+        paper.validate()
+
+
+def test_overrides_replace_axes_and_settings():
+    spec = spec_of("--methods", "simcse", "--rr-coefs", "0", "0.05", "0.2", "--num-seeds", "3", "--grid", "learning_rate=[1e-5,3e-5]",
+                   "--max-steps", "7", "--set", "probe_size=100", "--gpus-per-trial", "0.25", "--name", "mine")
+    cells = spec.cells()
+    assert len(cells) == 1 * 3 * 1 * 3 * 2
+    assert {c["learning_rate"] for c in cells} == {1e-5, 3e-5} and {c["seed"] for c in cells} == {0, 1, 2}
+    assert spec.train["max_steps"] == 7 and spec.train["probe_size"] == 100 and spec.name == "mine"
+    assert spec.gpus_per_trial == 0.25 and spec.runtime_settings()["device"] == "cuda"
+    cfg = spec.trial_config(cells[0])
+    assert cfg.learning_rate == cells[0]["learning_rate"] and cfg.max_steps == 7
+    assert cell_label(cells[0]) == "simcse_rr0_always_seed0_learning_rate=1e-05"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--preset", "nope"], "unknown preset 'nope'"),
+        (["--methods", "simcse", "simsce"], "grid cell simsce_rr0_always_seed0: unknown method 'simsce' (did you mean 'simcse'?)"),
+        (["--rr-coefs", "0", "-0.1"], "rr_coef must be >= 0"),
+        (["--gpus-per-trial", "1.5"], "gpus_per_trial must be a fraction in (0, 1] or a whole number"),
+        (["--set", "device=cuda"], "follows from the trial's resources"),
+        (["--seeds", "0", "0"], "repeats a value"),
+        (["--inject-fault", "method=infocse:3"], "matches no grid cell"),
+        (["--inject-fault", "oops"], "use KEY=VALUE"),
+        (["--set", "learning_rat=1e-5"], "unknown setting 'learning_rat'; did you mean 'learning_rate'?"),
+        (["--storage-path", "s3://bucket/x"], "must be a filesystem path"),
+    ],
+)
+def test_bad_sweeps_fail_before_ray_starts(argv, message, capsys, tmp_path):
+    argv = argv + (["--storage-path", str(tmp_path)] if "--storage-path" not in argv else [])
+    assert sweep.main(argv + ["--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sweep: error: ") and message in err and "\n" not in err
+
+
+def test_existing_experiment_needs_resume_or_overwrite(tmp_path, capsys):
+    (tmp_path / "smoke").mkdir()
+    assert sweep.main(["--storage-path", str(tmp_path)]) == 2
+    assert "exists; pass --resume" in capsys.readouterr().err
+    assert sweep.main(["--storage-path", str(tmp_path), "--resume"]) == 2
+    assert "is not a rankcse sweep" in capsys.readouterr().err
+
+
+def test_dry_run_lists_every_trial(tmp_path, capsys):
+    assert sweep.main(["--storage-path", str(tmp_path), "--dry-run", "--methods", "simcse", "promptbert"]) == 0
+    out = capsys.readouterr().out
+    assert "8 trials" in out and out.count("promptbert_rr") == 4
+    assert "promptbert_rr0.1_always_seed1: default, batch 32" in out  # the preset's batch size overrides the recipe
+
+
+def test_fault_matching():
+    fault = Fault.parse("method=mixcse,rr_coef=0.1:4:1")
+    assert (fault.at_step, fault.times) == (4, 1)
+    assert fault.matches({"method": "mixcse", "rr_coef": 0.1, "seed": 3})
+    assert not fault.matches({"method": "mixcse", "rr_coef": 0.0, "seed": 3})
