@@ -30,8 +30,6 @@ def connect(address: str | None, num_cpus: int | None = None, num_gpus: int | No
     from ray.exceptions import AuthenticationError
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    # Each trial report carries a (tiny) checkpoint and num_to_keep=1 forces a state snapshot then: that is cheap here.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     target = address if address not in (None, LOCAL) else (None if address == LOCAL else _running_cluster())
     try:
         if target is None:

@@ -148,7 +148,8 @@ class _SignalToInterrupt:
         signal.signal(signal.SIGTERM, self.previous)
 
 
-def _tuner(spec: SweepSpec, storage: Path, experiment_dir: Path, resume: bool, retry_errored: bool, trial_logs: bool) -> Any:
+def make_tuner(spec: SweepSpec, storage: Path, experiment_dir: Path, resume: bool = False, retry_errored: bool = False, trial_logs: bool = False, reuse_actors: bool = True) -> Any:
+    """The Tuner of a sweep: a new one over the spec's grid, or the restored experiment (``resume``)."""
     from ray import tune
     from ray.tune import ResumeConfig
 
@@ -167,12 +168,13 @@ def _tuner(spec: SweepSpec, storage: Path, experiment_dir: Path, resume: bool, r
     return tune.Tuner(
         trainable,
         param_space=space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, reuse_actors=True, trial_dirname_creator=trial_dirname),
+        tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, reuse_actors=reuse_actors, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=str(storage),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # Keep every (tiny) pointer checkpoint: num_to_keep would force a state snapshot per report.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             callbacks=[StateBackup(experiment_dir)],
             verbose=1,
         ),
@@ -217,7 +219,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     if not args.resume:
         state.write_spec(experiment_dir, {"spec": spec.to_dict(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv[1:]})
     with _SignalToInterrupt():
-        grid = _tuner(spec, storage, experiment_dir, args.resume, args.retry_errored, args.trial_logs).fit()
+        grid = make_tuner(spec, storage, experiment_dir, args.resume, args.retry_errored, args.trial_logs).fit()
     # Judged by what the trials reported (Tune can list an interrupted trial as terminated): a trial is
     # done once it reported its final scores, or failed.
     unfinished = [r for r in grid if r.error is None and (r.metrics or {}).get("kind") != "final"]

@@ -4,8 +4,7 @@ The run folder lives inside the trial's folder on the storage path (``<trial>/ru
 resume state and the best checkpoint survive a failed attempt, a lost worker and a dead driver.
 Each report that follows a saved resume state carries a small Tune checkpoint pointing at it, so
 Tune knows where every trial stands; the heavy state is written once, by the trainer, not copied
-again by Tune. The last report of a finished trial carries a ``done`` checkpoint, which also lets
-Tune delete the previous one.
+again by Tune. The last report of a finished trial carries a ``done`` checkpoint.
 """
 
 from __future__ import annotations

@@ -197,3 +197,35 @@ def test_plain_train_runs_are_read_too(tmp_path):
     result = aggregate(tmp_path / "runs", tmp_path / "out", n_boot=50, figures=False)
     trials = pd.read_parquet(tmp_path / "out" / "trials.parquet")
     assert result.counts["completed"] == 1 and trials["layout"].item() == "run" and trials["n_evals"].item() == STEPS.size  # the cut-off line is dropped
+
+
+def test_documented_schema_is_the_one_in_the_code():
+    from rayjobs.schema import markdown_doc
+
+    root = Path(__file__).resolve().parent.parent
+    assert markdown_doc() in (root / "results" / "README.md").read_text()
+    assert markdown_doc().replace("### `", "#### `") in (root / "README.md").read_text()
+
+
+def test_probing_accuracy_flows_into_the_tables_by_phase(tmp_path):
+    root = tmp_path / "probed"
+    rank, dev = curves(60, 150, 0, 0.0)
+    probed_at = {0: 0.40, 40: 0.55, 60: 0.60, 100: 0.58, 140: 0.52, 200: 0.50}  # steps where probing ran -> sentlen_gen accuracy
+    folder = write_tune_trial(root, "ppppp_00000", {"method": "simcse", "rr_coef": 0.0, "rr_schedule": "always", "seed": 0}, rank, dev,
+                              {"stsb": 0.7, "avg": 0.7, "probing/sentlen_gen": 0.61})
+    lines = [json.loads(x) for x in (folder / "run" / "metrics.jsonl").read_text().splitlines()]
+    for record in lines:
+        record["probing/sentlen_gen"] = probed_at.get(record["step"])
+    (folder / "run" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    aggregate(root, tmp_path / "out", window=1, n_boot=50, figures=False)
+    probing = pd.read_parquet(tmp_path / "out" / "probing.parquet")
+    row = probing[(probing["level"] == "task") & (probing["task"] == "sentlen_gen")].iloc[0]
+    peak, best = int(STEPS[np.argmax(rank)]), int(STEPS[1:][np.argmax(dev[1:])])
+    p1 = [v for s, v in probed_at.items() if s <= peak]
+    p2 = [v for s, v in probed_at.items() if peak < s <= best]
+    assert row["acc_start_mean"] == pytest.approx(p1[0]) and row["change_phase1_mean"] == pytest.approx(p1[-1] - p1[0])
+    assert row["change_phase2_mean"] == pytest.approx(p2[-1] - p1[-1]) and bool(row["surrogate"]) and row["group"] == "surface"
+    trials = pd.read_parquet(tmp_path / "out" / "trials.parquet")
+    assert trials["probing/sentlen_gen"].item() == pytest.approx(0.61)
+    assert check_table(tmp_path / "out" / "probing.parquet") == []
+    assert "Probing across phases" in (tmp_path / "out" / "report.md").read_text()

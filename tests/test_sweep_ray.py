@@ -136,3 +136,11 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tiny_model_dir,
     refused = run_sweep(*args, "--resume", "--address", "local")
     assert refused.returncode == 2 and "cannot resume" in refused.stderr and "--overwrite" in refused.stderr
     assert json.loads((exp / ".rankcse" / "sweep.json").read_text())["spec"]["name"] == "killed"
+
+
+def test_a_gpu_request_without_gpus_fails_at_once(tmp_path):
+    started = time.monotonic()
+    proc = run_sweep("--preset", "smoke", "--gpus-per-trial", "1", "--storage-path", str(tmp_path), "--address", "local", timeout=120)
+    assert proc.returncode == 2 and time.monotonic() - started < 90
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("sweep: error: a trial asks for 1 CPU, 1 GPU") and "0 GPU" in last and "--gpus-per-trial 0" in last

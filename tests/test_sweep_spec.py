@@ -60,6 +60,7 @@ def test_overrides_replace_axes_and_settings():
         (["--inject-fault", "oops"], "use KEY=VALUE"),
         (["--set", "learning_rat=1e-5"], "unknown setting 'learning_rat'; did you mean 'learning_rate'?"),
         (["--storage-path", "s3://bucket/x"], "must be a filesystem path"),
+        (["--resume", "--seeds", "3"], "--resume continues the sweep as it was started"),
     ],
 )
 def test_bad_sweeps_fail_before_ray_starts(argv, message, capsys, tmp_path):
