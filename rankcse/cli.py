@@ -1,4 +1,5 @@
-"""Command line: ``rankcse train``, ``rankcse eval``, ``rankcse aggregate`` (and ``probe``, ``transfer`` from :mod:`rankcse.cli_probe`).
+"""Command line: ``rankcse train``, ``rankcse eval`` (and ``probe``, ``transfer`` from :mod:`rankcse.cli_probe`;
+``aggregate`` from rayjobs, registered through the ``rankcse.commands`` entry point).
 
 Every failure caused by input (a bad flag value, a missing file, a diverged loss) prints one line
 ``rankcse: error: ...`` naming the fix and exits with status 2.
@@ -75,19 +76,19 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--details", action="store_true", help="with --json: include per-subset scores and all aggregates")
 
 
-def _add_aggregate(sub: argparse._SubParsersAction) -> None:
-    from rayjobs.aggregate import add_arguments  # the aggregator lives with the sweeps; it needs no Ray
-
-    p = sub.add_parser("aggregate", help="Parquet tables, figures and report.md from a sweep or from rankcse train runs",
-                       description="Read every trial's full history under EXPERIMENT_DIR and write steps/trials/summary/correlations.parquet, figures and report.md.")
-    add_arguments(p)
+#: Entry-point group through which other packages add subcommands (rayjobs adds ``aggregate``), so the
+#: core never imports them: ``register(subparsers) -> (name, handler)``.
+PLUGIN_GROUP = "rankcse.commands"
 
 
-def cmd_aggregate(args: argparse.Namespace) -> int:
-    """``rankcse aggregate``."""
-    from rayjobs.aggregate import run_from_args
+def _add_plugin_commands(sub: argparse._SubParsersAction) -> dict[str, Any]:
+    from importlib.metadata import entry_points
 
-    return run_from_args(args)
+    handlers = {}
+    for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        name, handler = entry.load()(sub)
+        handlers[name] = handler
+    return handlers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     cli_probe.add_commands(sub)
-    _add_aggregate(sub)
+    COMMANDS.update(_add_plugin_commands(sub))
     return parser
 
 
@@ -160,7 +161,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "aggregate": cmd_aggregate, **cli_probe.COMMANDS}
+COMMANDS: dict[str, Any] = {"train": cmd_train, "eval": cmd_eval, **cli_probe.COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -291,6 +291,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
 
 
+def register_command(sub: argparse._SubParsersAction) -> tuple[str, Any]:
+    """Add ``rankcse aggregate`` (the ``rankcse.commands`` entry point in pyproject.toml)."""
+    p = sub.add_parser("aggregate", help="Parquet tables, figures and report.md from a sweep or from rankcse train runs",
+                       description="Read every trial's full history under EXPERIMENT_DIR and write steps/trials/summary/correlations.parquet, figures and report.md.")
+    add_arguments(p)
+    return "aggregate", run_from_args
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     """Run an aggregation from parsed flags; print where the results are."""
     from rankcse.errors import ConfigError
