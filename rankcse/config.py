@@ -27,6 +27,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: Final test tasks, SimCSE's seven STS columns.
 STS_TASKS = ("sts12", "sts13", "sts14", "sts15", "sts16", "stsb", "sickr")
 PROBE_METRICS = ("erank_vne", "erank_sv", "energy_rank_99", "energy_rank_95", "energy_rank_90", "stable_rank")
+#: The rank that splits training into phases and drives the after_peak RR schedule: the paper's analysis rank
+#: (SPEC 2.1). Chosen over erank_vne on measured peaks, see README "Which rank defines the phases".
+DEFAULT_PHASE_METRIC = "energy_rank_99"
 
 
 @dataclass
@@ -60,7 +63,7 @@ class TrainConfig:
     eval_batch_size: int = 128
     probe_size: int | None = None  # sentences of STS-B dev in the probe set; None = all 3,000
     rank_normalize: str = "l2"
-    phase_metric: str = "erank_vne"
+    phase_metric: str = DEFAULT_PHASE_METRIC
     final_tasks: list[str] = field(default_factory=lambda: list(STS_TASKS))
     # rank reduction
     rr_coef: float = 0.0

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rankcse.config import DEFAULT_PHASE_METRIC
 from rankcse.errors import RankCSEError
 from rankcse.phases import split_phases
 from rayjobs import schema
@@ -146,10 +147,15 @@ def summarize(trials: pd.DataFrame, group_keys: list[str], rng: np.random.Genera
     if summary.empty:
         return pd.DataFrame(columns=[*group_keys, *schema.SUMMARY])
     others = [k for k in group_keys if k != "rr_coef"]
+    loose = [k for k in others if k != "rr_schedule"]  # RR off runs once whatever the schedule (SweepSpec.cells)
     base = {tuple(r[k] for k in others) + (r["metric"],): r for r in rows if r["rr_coef"] == 0}
+    base_any: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        if r["rr_coef"] == 0:
+            base_any.setdefault(tuple(r[k] for k in loose) + (r["metric"],), r)
     extra = []
     for r in rows:
-        ref = base.get(tuple(r[k] for k in others) + (r["metric"],))
+        ref = base.get(tuple(r[k] for k in others) + (r["metric"],)) or base_any.get(tuple(r[k] for k in loose) + (r["metric"],))
         if r["rr_coef"] == 0 or ref is None:
             extra.append({"baseline_n": np.nan, "baseline_mean": np.nan, "diff_vs_no_rr": np.nan, "welch_t": np.nan, "welch_p": np.nan})
             continue
@@ -204,7 +210,7 @@ def correlations(steps: pd.DataFrame, trials: pd.DataFrame, summary: pd.DataFram
 # -- the whole folder ---------------------------------------------------------------------------------
 
 
-def build_tables(experiment_dir: Path, rank_metric: str = "erank_vne", window: int = 3, n_boot: int = N_BOOT, seed: int = 0) -> tuple[dict[str, pd.DataFrame], list[Trial], list[str]]:
+def build_tables(experiment_dir: Path, rank_metric: str = DEFAULT_PHASE_METRIC, window: int = 3, n_boot: int = N_BOOT, seed: int = 0) -> tuple[dict[str, pd.DataFrame], list[Trial], list[str]]:
     """Read the experiment and compute every table; return (tables, trials as read, extra grid axes)."""
     experiment_dir = Path(experiment_dir).expanduser().resolve()
     sweep = experiment_dir.name
@@ -241,7 +247,7 @@ def build_tables(experiment_dir: Path, rank_metric: str = "erank_vne", window: i
     return tables, trials, axes
 
 
-def aggregate(experiment_dir: str | Path, output_dir: str | Path, rank_metric: str = "erank_vne", window: int = 3, n_boot: int = N_BOOT, seed: int = 0, figures: bool = True) -> Aggregated:
+def aggregate(experiment_dir: str | Path, output_dir: str | Path, rank_metric: str = DEFAULT_PHASE_METRIC, window: int = 3, n_boot: int = N_BOOT, seed: int = 0, figures: bool = True) -> Aggregated:
     """Aggregate ``experiment_dir`` into ``output_dir`` (tables, figures, report.md)."""
     started = time.perf_counter()
     experiment_dir = Path(experiment_dir).expanduser().resolve()
@@ -284,7 +290,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The aggregator's flags (shared with the ``rankcse aggregate`` subcommand)."""
     p.add_argument("experiment_dir", type=Path, help="experiment folder (<storage>/<name>) or a folder of rankcse train output folders")
     p.add_argument("--output-dir", type=Path, default=None, help="where the tables go (default: results/<folder name>)")
-    p.add_argument("--rank-metric", default="erank_vne", help="probe rank metric that defines the phases and the average rank (erank_vne, energy_rank_99, ...)")
+    p.add_argument("--rank-metric", default=DEFAULT_PHASE_METRIC, help="probe rank metric that defines the phases and the average rank (erank_vne, energy_rank_99, ...)")
     p.add_argument("--smooth", type=int, default=3, help="moving-average window (evaluations) applied to the rank before finding its peak; 1 = none")
     p.add_argument("--n-boot", type=int, default=N_BOOT, help="bootstrap resamples for the intervals")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")

@@ -70,6 +70,10 @@ class Fault:
         return all(_same(cell.get(k), v) for k, v in self.where.items())
 
 
+def _is_zero(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and float(value) == 0.0
+
+
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
         return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=0.0)
@@ -161,9 +165,26 @@ class SweepSpec:
         return ordered
 
     def cells(self) -> list[dict[str, Any]]:
-        """Every grid cell (one trial each): the cross product of the axes."""
+        """Every grid cell (one trial each): the cross product of the axes, less the repeats of RR-off cells.
+
+        With ``rr_coef`` 0 the schedule changes nothing, so such a cell runs once, under the first schedule
+        of the grid, and serves as the no-RR baseline of every schedule.
+        """
         axes = self.axes()
-        return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+        cells, seen_off = [], set()
+        for combo in itertools.product(*axes.values()):
+            cell = dict(zip(axes, combo))
+            if _is_zero(cell.get("rr_coef")):
+                key = json.dumps({k: v for k, v in cell.items() if k != "rr_schedule"}, sort_keys=True, default=str)
+                if key in seen_off:
+                    continue
+                seen_off.add(key)
+            cells.append(cell)
+        return cells
+
+    def skipped_cells(self) -> int:
+        """How many cells of the cross product :meth:`cells` leaves out (RR off under a second schedule)."""
+        return math.prod(len(v) for v in self.axes().values()) - len(self.cells())
 
     def trial_config(self, cell: dict[str, Any]) -> TrainConfig:
         """The rankcse config of one cell (unresolved: the method's recipe fills unset values later)."""

@@ -152,6 +152,7 @@ def make_tuner(spec: SweepSpec, storage: Path, experiment_dir: Path, resume: boo
     """The Tuner of a sweep: a new one over the spec's grid, or the restored experiment (``resume``)."""
     from ray import tune
     from ray.tune import ResumeConfig
+    from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from rayjobs.state import StateBackup
     from rayjobs.trainable import train_trial, trial_dirname
@@ -164,11 +165,20 @@ def make_tuner(spec: SweepSpec, storage: Path, experiment_dir: Path, resume: boo
         resume_type = ResumeConfig.ResumeType
         config = ResumeConfig(finished=resume_type.RESUME, unfinished=resume_type.RESUME, errored=resume_type.RESUME if retry_errored else resume_type.SKIP)
         return tune.Tuner.restore(str(experiment_dir), trainable, _resume_config=config)  # callbacks come back from tuner.pkl
-    space: dict[str, Any] = {axis: tune.grid_search(values) for axis, values in spec.axes().items()}
+    # The cells are listed, not crossed by grid_search: RR-off cells run once whatever the schedule (SweepSpec.cells).
+    # Tune takes them as points to evaluate over a space of the axes' values, one trial each, in order.
+    cells = spec.cells()
+    space: dict[str, Any] = {axis: tune.choice(values) for axis, values in spec.axes().items()}
     return tune.Tuner(
         trainable,
         param_space=space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, reuse_actors=reuse_actors, trial_dirname_creator=trial_dirname),
+        tune_config=tune.TuneConfig(
+            search_alg=BasicVariantGenerator(points_to_evaluate=cells),
+            num_samples=len(cells),
+            max_concurrent_trials=spec.max_concurrent,
+            reuse_actors=reuse_actors,
+            trial_dirname_creator=trial_dirname,
+        ),
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=str(storage),
@@ -199,8 +209,9 @@ def run_sweep(args: argparse.Namespace) -> int:
             raise ConfigError(f"experiment {experiment_dir} exists; pass --resume to continue it, --overwrite to replace it, or --name NEW")
     configs = spec.validate()
     cells = spec.cells()
-    print(f"sweep {spec.name}: {len(cells)} trials ({' x '.join(f'{len(v)} {k}' for k, v in spec.axes().items())}), "
-          f"{spec.cpus_per_trial:g} CPU + {spec.gpus_per_trial:g} GPU each -> {experiment_dir}", flush=True)
+    skipped = spec.skipped_cells()
+    shape = " x ".join(f"{len(v)} {k}" for k, v in spec.axes().items()) + (f", less {skipped} RR-off repeats" if skipped else "")
+    print(f"sweep {spec.name}: {len(cells)} trials ({shape}), {spec.cpus_per_trial:g} CPU + {spec.gpus_per_trial:g} GPU each -> {experiment_dir}", flush=True)
     if args.dry_run:
         for cell, cfg in zip(cells, configs):
             steps = cfg.max_steps or f"{cfg.epochs} epoch(s)"

@@ -81,7 +81,7 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> dict:
     (bad / "params.json").write_text("{not json")
     (bad / "result.json").write_text("")
     out = root.parent / "out"
-    result = aggregate(root, out, window=1, n_boot=300)
+    result = aggregate(root, out, rank_metric="erank_vne", window=1, n_boot=300)
     return {"root": root, "out": out, "truth": truth, "result": result, "tables": {n: pd.read_parquet(out / f"{n}.parquet") for n in ("steps", "trials", "summary", "correlations")}}
 
 
@@ -166,7 +166,7 @@ def test_tables_follow_the_schema_and_rerun_is_byte_identical(experiment, tmp_pa
     for name in ("steps", "trials", "summary", "correlations"):
         assert check_table(out / f"{name}.parquet") == []
         assert pq.read_table(out / f"{name}.parquet").num_rows == len(experiment["tables"][name])
-    again = aggregate(experiment["root"], tmp_path / "again", window=1, n_boot=300)
+    again = aggregate(experiment["root"], tmp_path / "again", rank_metric="erank_vne", window=1, n_boot=300)
     for name in ("steps", "trials", "summary", "correlations"):
         assert (out / f"{name}.parquet").read_bytes() == (tmp_path / "again" / f"{name}.parquet").read_bytes(), name
     assert again.counts == experiment["result"].counts
