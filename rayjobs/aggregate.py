@@ -29,6 +29,7 @@ from rankcse.config import DEFAULT_PHASE_METRIC
 from rankcse.errors import RankCSEError
 from rankcse.phases import split_phases
 from rayjobs import schema
+from rayjobs.findings import compute_findings
 from rayjobs.histories import COMPLETED, CORE_KEYS, CORRUPT, DUPLICATE, Trial, read_experiment
 from rayjobs.spec import cell_label
 from rayjobs.statistics import N_BOOT, bootstrap_mean_std, correlate, mean_of_correlations, trial_correlation, welch
@@ -36,8 +37,11 @@ from rayjobs.statistics import N_BOOT, bootstrap_mean_std, correlate, mean_of_co
 log = logging.getLogger("rayjobs")
 
 FINAL_SCORES = ("sts12", "sts13", "sts14", "sts15", "sts16", "stsb", "sickr", "avg")
-TRIAL_QUANTITIES = ("best_stsb_dev", "avg_rank", "avg_energy_rank_99", "rank_at_best", "peak_rank")
+TRIAL_QUANTITIES = ("best_stsb_dev", "avg_rank", "avg_energy_rank_99", "avg_erank_vne", "rank_at_best", "peak_rank")
 ENERGY = "probe/energy_rank_99"
+VNE = "probe/erank_vne"
+#: Average rank of each rank notion (trials table column) that the seed-std correlation uses.
+AVERAGE_OF = {ENERGY: "avg_energy_rank_99", VNE: "avg_erank_vne"}
 SEED_STD_SCORES = ("avg", "stsb", "best_stsb_dev")
 
 
@@ -94,6 +98,7 @@ def trial_steps(trial: Trial, meta: dict[str, Any], rank_column: str, window: in
         steps = frame["step"].to_numpy()
         upto = slice(0, split.best_index + 1)
         energy = frame[ENERGY].astype(float).to_numpy() if ENERGY in frame else np.full(len(frame), np.nan)
+        vne = frame[VNE].astype(float).to_numpy() if VNE in frame else np.full(len(frame), np.nan)
         quantities.update(
             peak_step=float(steps[split.peak_index]),
             peak_rank=float(rank[split.peak_index]),
@@ -103,6 +108,7 @@ def trial_steps(trial: Trial, meta: dict[str, Any], rank_column: str, window: in
             rank_at_best=float(rank[split.best_index]),
             avg_rank=float(np.nanmean(rank[upto])),
             avg_energy_rank_99=float(np.nanmean(energy[upto])) if np.isfinite(energy[upto]).any() else float("nan"),
+            avg_erank_vne=float(np.nanmean(vne[upto])) if np.isfinite(vne[upto]).any() else float("nan"),
             phase_flag="phase2_empty" if split.phase2_empty else ("ok" if split.interior_peak else "no_interior_peak"),
             n_phase1=int(sum(1 for p in split.labels if p == 1)),
             n_phase2=int(sum(1 for p in split.labels if p == 2)),
@@ -193,7 +199,8 @@ def correlations(steps: pd.DataFrame, trials: pd.DataFrame, summary: pd.DataFram
                 })
     if not summary.empty:
         keys = group_keys
-        for avg_metric, rank_col in (("avg_rank", rank_columns[0]), ("avg_energy_rank_99", ENERGY)):
+        averages = {col: AVERAGE_OF.get(col, "avg_rank") for col in rank_columns}
+        for rank_col, avg_metric in averages.items():
             ranks = summary[summary["metric"] == avg_metric].set_index(keys)["mean"]
             for score in SEED_STD_SCORES:
                 spread = summary[(summary["metric"] == score) & (summary["n"] >= 2)].set_index(keys)["std"]
@@ -234,9 +241,10 @@ def build_tables(experiment_dir: Path, rank_metric: str = DEFAULT_PHASE_METRIC, 
     group_keys = [*schema.CONDITION, *axes]
     summary = summarize(trials_table, group_keys, rng, n_boot)
     summary = schema.conform(summary, "summary", axes)
-    rank_columns = list(dict.fromkeys([rank_column, ENERGY]))
+    rank_columns = list(dict.fromkeys([rank_column, ENERGY, VNE]))
     corr = schema.conform(correlations(steps, trials_table, summary, group_keys, rank_columns, rng, n_boot), "correlations")
-    tables = {"steps": steps, "trials": trials_table, "summary": summary, "correlations": corr}
+    found = schema.conform(compute_findings(steps, trials_table, axes, window, n_boot, seed), "findings")
+    tables = {"steps": steps, "trials": trials_table, "summary": summary, "correlations": corr, "findings": found}
     probing_cols = [c for c in steps.columns if c.startswith("probing/")]
     if probing_cols and steps[probing_cols].notna().any().any():
         from rayjobs.probing_summary import summarize_probing
@@ -255,8 +263,11 @@ def aggregate(experiment_dir: str | Path, output_dir: str | Path, rank_metric: s
     tables, trials, axes = build_tables(experiment_dir, rank_metric, window, n_boot, seed)
     output_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
+    # How the findings were computed, so they can be recomputed from the steps and trials tables alone.
+    findings_params = {"rankcse.findings": json.dumps({"window": window, "n_boot": n_boot, "seed": seed})}
     for name, frame in tables.items():
-        files[name] = schema.write_table(frame, output_dir / f"{name}.parquet", name, axes if name in ("steps", "trials", "summary") else ())
+        files[name] = schema.write_table(frame, output_dir / f"{name}.parquet", name, axes if name in ("steps", "trials", "summary") else (),
+                                         findings_params if name == "findings" else None)
     skipped = [(t.path, t.error or "unreadable") for t in trials if t.status == CORRUPT]
     counts = {s: sum(1 for t in trials if t.status == s) for s in (COMPLETED, "errored", "incomplete", DUPLICATE, CORRUPT)}
     figure_files: dict[str, Path] = {}

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from rayjobs import schema
 from rayjobs.histories import COMPLETED, CORRUPT, Trial
 
 HEADLINE_METRICS = ("avg", "stsb", "sickr", "best_stsb_dev", "avg_rank")
@@ -75,6 +76,73 @@ def _correlation_section(corr: pd.DataFrame, rank_column: str) -> list[str]:
     return out
 
 
+def _format_statistic(statistic: str, value: Any) -> str:
+    """A findings value in the unit a reader expects: shares and relative changes in %, STS differences ×100, ..."""
+    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "–"
+    if statistic == "share":
+        return f"{100 * value:.0f}%"
+    if statistic == "relative":
+        return f"{100 * value:+.1f}%"
+    if statistic == "difference":
+        return f"{100 * value:+.2f}"
+    if statistic == "ratio":
+        return f"{value:.2f}×"
+    if statistic == "steps":
+        return f"{value:+.0f}"
+    return f"{value:+.2f}"
+
+
+def _findings_rows(part: pd.DataFrame, with_scope: bool = False) -> list[list[Any]]:
+    rows = []
+    for _, r in part.iterrows():
+        stat = r["statistic"]
+        estimate = f"{_format_statistic(stat, r['estimate'])} [{_format_statistic(stat, r['ci_low'])}, {_format_statistic(stat, r['ci_high'])}]"
+        paper = _format_statistic(stat, r["paper_value"]) if isinstance(r["paper_value"], float) and math.isfinite(r["paper_value"]) else ""
+        paper = f"{paper} ({r['paper_note']})" if paper and r["paper_note"] else (paper or r["paper_note"] or "–")
+        verdict = f"**{r['verdict']}**" + (f": {r['reason']}" if isinstance(r["reason"], str) and r["reason"] else "")
+        row = [r["claim"], r["finding"]] + ([r["scope"]] if with_scope else []) + [r["rank_metric"] or "–", estimate, f"{int(r['n'])} {r['n_unit']}",
+                                                                                 _fmt(r["p_value"], 1.0, 3), paper, verdict]
+        rows.append(row)
+    return rows
+
+
+def _findings_section(findings: pd.DataFrame, rank_column: str, split: pd.DataFrame | None = None) -> list[str]:
+    primary = rank_column.split("/")[-1]
+    header = ["#", "finding", "rank", "estimate [95% CI]", "n", "p", "paper", "verdict"]
+    out = ["## Findings", "",
+           "Each of the paper's claims (1-8) and of the phase-aware RR questions (P1-P8), tested on this sweep's own tables "
+           "(recomputed from `steps.parquet` and `trials.parquet`; every row is in `findings.parquet`). **supported**: the 95 % "
+           "interval lies on the claimed side; **contradicted**: on the other side; **not enough data**: too few trials or "
+           "conditions, or the interval holds the no-effect value. RR means the paper's always-on schedule; differences are "
+           "RR minus no RR (×100 for scores), stratified by method; seed-std ratios pool the spread within conditions (F interval).", ""]
+    if findings.empty:
+        return out + ["No completed trials: nothing to test.", ""]
+    whole = findings[findings["scope"] == "all"]
+    paper = whole[~whole["claim"].str.startswith("P") & whole["rank_metric"].isin(["", primary])]
+    out += [f"### The paper's findings (rank: `{primary}`)", "", markdown_table(header, _findings_rows(paper)), ""]
+    phase = whole[whole["claim"].str.startswith("P") & whole["rank_metric"].isin(["", primary])]
+    out += ["### Phase-aware RR (`after_peak`, not in the paper)", "", markdown_table(header, _findings_rows(phase)), ""]
+    other = whole[~whole["rank_metric"].isin(["", primary])]
+    if not other.empty:
+        out += ["### The rank claims under the other rank notion", "", markdown_table(header, _findings_rows(other)), ""]
+    if split is not None and not split.empty:
+        rows = [[r["rank_metric"], r["trials"], int(r["n"]), f"{100 * r['interior_peak']:.0f}%", f"{100 * r['phase2_nonempty']:.0f}%",
+                 f"{r['median_peak_step']:.0f}", f"{r['median_phase2_evals']:.0f}", _format_statistic("relative", r["median_fall_to_best"])]
+                for _, r in split.iterrows()]
+        out += ["### How each rank notion splits training", "",
+                "Share of completed trials whose smoothed rank peaks inside the run (an interior peak) and whose best STS-B dev comes "
+                "after the peak (a non-empty Phase 2), the median peak step, Phase 2 length and the rank's change from the peak to "
+                "the best step. The phase metric should give both phases.", "",
+                markdown_table(["rank", "trials", "n", "interior peak", "Phase 2 not empty", "median peak step", "median Phase 2 evals",
+                                "median change peak → best"], rows), ""]
+    methods = findings[findings["scope"] != "all"]
+    if not methods.empty:
+        out += ["<details><summary>Findings by method</summary>", "",
+                markdown_table(header[:2] + ["method"] + header[2:], _findings_rows(methods, with_scope=True)), "", "</details>", ""]
+    return out
+
+
 def _trials_section(trials: pd.DataFrame, read: list[Trial], counts: dict[str, int]) -> list[str]:
     out = ["## Trials", "", ", ".join(f"{v} {k}" for k, v in counts.items() if v) or "no trial folders found", ""]
     if not trials.empty:
@@ -98,12 +166,18 @@ def write_report(output_dir: Path, experiment_dir: Path, tables: dict[str, pd.Da
     """Write ``report.md`` next to the tables (atomically) and return its path."""
     lines = [
         f"# Sweep report: {experiment_dir.name}", "",
-        f"Experiment folder: `{experiment_dir}`. Tables: `steps.parquet`, `trials.parquet`, `summary.parquet`, `correlations.parquet`"
+        f"Experiment folder: `{experiment_dir}`. Tables: `steps.parquet`, `trials.parquet`, `summary.parquet`, `correlations.parquet`, `findings.parquet`"
         + (", `probing.parquet`" if "probing" in tables else "") + " (schema in the project README).", "",
         f"Phases: Phase 1 runs from step 0 to the peak of `{rank_column}` (after a centred moving average over {window} evaluations), "
         "Phase 2 from the peak to the best STS-B dev step; later evaluations are `post`. Scores are Spearman ×100 unless noted; "
         "std is the sample std over seeds (ddof = 1); intervals are bootstrap 95 % percentile intervals.", "",
     ]
+    if "findings" in tables:
+        from rayjobs.findings import phase_split_by_metric
+
+        axes = [c for c in tables["trials"].columns if c not in schema.TRIALS and not c.startswith(tuple(schema.TRIALS_PREFIXES))]
+        split = phase_split_by_metric(tables["steps"], tables["trials"], axes, window)
+        lines += _findings_section(tables["findings"], rank_column, split)
     lines += _trials_section(tables["trials"], read, counts)
     lines += ["## Summary by condition", ""] + _summary_section(tables["summary"])
     lines += ["## Correlations", ""] + _correlation_section(tables["correlations"], rank_column)

@@ -76,6 +76,7 @@ TRIALS: dict[str, tuple[str, str]] = {
     "rank_at_best": ("float64", "phase rank metric at the best step"),
     "avg_rank": ("float64", "mean phase rank metric over the evaluations up to the best step (the paper's average rank)"),
     "avg_energy_rank_99": ("float64", "mean energy rank (tau 0.99) over the evaluations up to the best step"),
+    "avg_erank_vne": ("float64", "mean erank_vne over the evaluations up to the best step"),
     "phase_flag": ("string", "ok, no_interior_peak (peak at the first or last evaluation) or phase2_empty (best step at or before the peak)"),
     "n_phase1": ("int64", "evaluations in Phase 1"),
     "n_phase2": ("int64", "evaluations in Phase 2"),
@@ -130,6 +131,25 @@ CORRELATIONS: dict[str, tuple[str, str]] = {
     "spearman_ci_high": ("float64", ""),
 }
 
+FINDINGS: dict[str, tuple[str, str]] = {
+    "claim": ("string", "claim id: 1-8 the paper's (SPEC section 10), P1-P8 the after_peak schedule against no RR and always-on RR"),
+    "finding": ("string", "the claim tested, in words"),
+    "rank_metric": ("string", "rank notion of a rank claim (energy_rank_99, erank_vne); empty for the others"),
+    "scope": ("string", "all (the whole sweep) or one method"),
+    "statistic": ("string", "what estimate is: share (of trials), r (Pearson), difference (of means, RR minus baseline), "
+                            "relative (difference / baseline mean), ratio (of pooled seed stds), steps (difference of best steps)"),
+    "estimate": ("float64", "the sweep's value"),
+    "ci_low": ("float64", "95% interval, low end (Clopper-Pearson, trial-clustered bootstrap, stratified Welch t or F, by statistic)"),
+    "ci_high": ("float64", "95% interval, high end"),
+    "n": ("int64", "trials, evaluations or conditions behind the estimate (n_unit)"),
+    "n_unit": ("string", "what n counts"),
+    "p_value": ("float64", "two-sided p-value of the test (Welch t, F, Pearson), where one applies"),
+    "paper_value": ("float64", "the paper's value in the same statistic, where known (scope all)"),
+    "paper_note": ("string", "the paper's statement and how sure we are of it (SPEC tags)"),
+    "verdict": ("string", "supported, contradicted or not enough data"),
+    "reason": ("string", "why not supported: too few trials or conditions, or where the interval lies"),
+}
+
 PROBING: dict[str, tuple[str, str]] = {
     "method": ("string", "method"),
     "rr_coef": ("float64", "RR coefficient"),
@@ -150,6 +170,7 @@ TABLES = {
     "trials": (TRIALS, TRIALS_PREFIXES),
     "summary": (SUMMARY, {}),
     "correlations": (CORRELATIONS, {}),
+    "findings": (FINDINGS, {}),
     "probing": (PROBING, PROBING_PREFIXES),
 }
 
@@ -184,12 +205,13 @@ def _cast(values: pd.Series, dtype: str) -> pd.Series:
     return pd.to_numeric(values, errors="coerce").astype("float64")
 
 
-def write_table(frame: pd.DataFrame, path: Path, table: str, axes: list[str] | tuple[str, ...] = ()) -> Path:
-    """Write ``frame`` as Parquet with the schema metadata, through a temporary file and a rename."""
+def write_table(frame: pd.DataFrame, path: Path, table: str, axes: list[str] | tuple[str, ...] = (), extra: dict[str, str] | None = None) -> Path:
+    """Write ``frame`` as Parquet with the schema metadata (plus ``extra`` keys), through a temporary file and a rename."""
     path = Path(path)
     arrow = pa.Table.from_pandas(frame, preserve_index=False)
     meta = dict(arrow.schema.metadata or {})
     meta.update({b"rankcse.schema_version": str(SCHEMA_VERSION).encode(), b"rankcse.table": table.encode(), b"rankcse.axes": json.dumps(list(axes)).encode()})
+    meta.update({k.encode(): v.encode() for k, v in (extra or {}).items()})
     arrow = arrow.replace_schema_metadata(meta)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     pq.write_table(arrow, tmp, compression="zstd")

@@ -10,6 +10,7 @@ points (one per condition) resample points and re-rank each resample.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 
@@ -138,3 +139,72 @@ def trial_correlation(x: Sequence[float], y: Sequence[float]) -> tuple[float, fl
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return float(stats.pearsonr(x, y).statistic), float(stats.spearmanr(x, y).statistic)
+
+
+def stratified_welch(strata: Sequence[tuple[Sequence[float], Sequence[float]]]) -> dict[str, float]:
+    """Difference of means ``a - b`` averaged over strata with equal weight, with Welch's t, df, p and 95 % interval.
+
+    Each stratum is one condition's treated and baseline values (e.g. one method's RR and no-RR seeds),
+    so differences between strata do not inflate the error. With one stratum this is Welch's test.
+    Strata with fewer than two values on a side are left out; NaN where none is left.
+    """
+    usable = []
+    for a, b in strata:
+        a = np.asarray([v for v in a if np.isfinite(v)], dtype=np.float64)
+        b = np.asarray([v for v in b if np.isfinite(v)], dtype=np.float64)
+        if a.size >= 2 and b.size >= 2:
+            usable.append((a, b))
+    nan = float("nan")
+    out = {"diff": nan, "ci_low": nan, "ci_high": nan, "t": nan, "df": nan, "p": nan, "strata": len(usable),
+           "n_a": sum(a.size for a, _ in usable), "n_b": sum(b.size for _, b in usable)}
+    if not usable:
+        return out
+    k = len(usable)
+    out["diff"] = float(np.mean([a.mean() - b.mean() for a, b in usable]))
+    parts = [(a.var(ddof=1) / a.size, a.size, b.var(ddof=1) / b.size, b.size) for a, b in usable]
+    var = sum(va + vb for va, _, vb, _ in parts) / k**2
+    if not var > 0:
+        return out
+    df = var**2 / (sum(va**2 / (na - 1) + vb**2 / (nb - 1) for va, na, vb, nb in parts) / k**4)
+    se = math.sqrt(var)
+    half = float(stats.t.ppf(0.975, df)) * se
+    out.update(t=out["diff"] / se, df=float(df), p=float(2 * stats.t.sf(abs(out["diff"] / se), df)), ci_low=out["diff"] - half, ci_high=out["diff"] + half)
+    return out
+
+
+def pooled_std_ratio(treated: Sequence[Sequence[float]], baseline: Sequence[Sequence[float]]) -> dict[str, float]:
+    """Ratio of the pooled within-group seed std of ``treated`` groups to that of ``baseline`` groups, with an F interval.
+
+    Each group is one condition's values over seeds; its spread is taken around its own mean, and the
+    squared deviations are pooled over groups (degrees of freedom add up). Under normal seed noise
+    the variance ratio follows an F distribution, which gives the 95 % interval and the two-sided p
+    (a bootstrap of three seeds would be degenerate).
+    """
+
+    def pooled(groups: Sequence[Sequence[float]]) -> tuple[float, int]:
+        ss, dof = 0.0, 0
+        for g in groups:
+            x = np.asarray([v for v in g if np.isfinite(v)], dtype=np.float64)
+            if x.size >= 2:
+                ss += float(((x - x.mean()) ** 2).sum())
+                dof += x.size - 1
+        return ss, dof
+
+    (ss_t, df_t), (ss_b, df_b) = pooled(treated), pooled(baseline)
+    nan = float("nan")
+    out = {"ratio": nan, "ci_low": nan, "ci_high": nan, "p": nan, "df_treated": df_t, "df_baseline": df_b}
+    if df_t < 1 or df_b < 1 or ss_b <= 0:
+        return out
+    r = (ss_t / df_t) / (ss_b / df_b)
+    lo, hi = r / stats.f.ppf(0.975, df_t, df_b), r / stats.f.ppf(0.025, df_t, df_b)
+    p = 2 * min(stats.f.cdf(r, df_t, df_b), stats.f.sf(r, df_t, df_b))
+    out.update(ratio=math.sqrt(r), ci_low=math.sqrt(lo), ci_high=math.sqrt(hi), p=float(min(1.0, p)))
+    return out
+
+
+def share_with_interval(k: int, n: int) -> dict[str, float]:
+    """Share ``k / n`` with its exact (Clopper-Pearson) 95 % interval; NaN when n is 0."""
+    if n <= 0:
+        return {"share": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    return {"share": k / n, "ci_low": float(ci.low), "ci_high": float(ci.high)}
