@@ -148,7 +148,7 @@ class _SignalToInterrupt:
         signal.signal(signal.SIGTERM, self.previous)
 
 
-def make_tuner(spec: SweepSpec, storage: Path, experiment_dir: Path, resume: bool = False, retry_errored: bool = False, trial_logs: bool = False, reuse_actors: bool = True) -> Any:
+def make_tuner(spec: SweepSpec, storage: Path, experiment_dir: Path, resume: bool = False, retry_errored: bool = False, trial_logs: bool = False, reuse_actors: bool = False) -> Any:
     """The Tuner of a sweep: a new one over the spec's grid, or the restored experiment (``resume``)."""
     from ray import tune
     from ray.tune import ResumeConfig
@@ -165,6 +165,9 @@ def make_tuner(spec: SweepSpec, storage: Path, experiment_dir: Path, resume: boo
         resume_type = ResumeConfig.ResumeType
         config = ResumeConfig(finished=resume_type.RESUME, unfinished=resume_type.RESUME, errored=resume_type.RESUME if retry_errored else resume_type.SKIP)
         return tune.Tuner.restore(str(experiment_dir), trainable, _resume_config=config)  # callbacks come back from tuner.pkl
+    # reuse_actors is off: a trial's process ends with it. Reused actors kept ~1 GB of resident memory per
+    # finished MiniLM trial (allocator arenas of the previous model), 5 GB after 3 trials; a fresh process costs
+    # about 5 s a trial (bench/bench_sweep.py).
     # The cells are listed, not crossed by grid_search: RR-off cells run once whatever the schedule (SweepSpec.cells).
     # Tune takes them as points to evaluate over a space of the axes' values, one trial each, in order.
     cells = spec.cells()
