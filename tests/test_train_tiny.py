@@ -11,6 +11,7 @@ from conftest import read_jsonl, tiny_config
 from rankcse import checkpoint as ckpt
 from rankcse.build import build_method, load_for_eval
 from rankcse.errors import TrainingDiverged
+from rankcse.evaluation.sts import evaluate_sts
 from rankcse.methods import METHODS, MethodOutput
 from rankcse.methods.simcse import SimCSE
 from rankcse.train import run
@@ -34,7 +35,11 @@ def test_run_writes_metrics_checkpoints_and_reports(tiny_model_dir, tiny_corpus,
         assert key in records[-1] and records[-1][key] is not None, key
     assert len(read_jsonl(tmp_path / "run" / "train_log.jsonl")) == 6
     final = json.loads((tmp_path / "run" / "final.json").read_text())
-    assert final["checkpoint"] == "best" and -1 <= final["sts13"] <= 1 and final["best_step"] == result.best_step
+    assert final["checkpoint"] == "best" and final["best_step"] == result.best_step
+    # the final score is the saved best model's: re-evaluating best/ from disk gives the same number
+    best = load_for_eval(str(ckpt.find_complete(tmp_path / "run" / "best")))
+    again = evaluate_sts(lambda sentences: best.embed(sentences, cfg.eval_batch_size), ["sts13"], cfg.data_dir)
+    assert final["sts13"] == pytest.approx(again["scores"]["sts13"], abs=1e-9) and final["sts13"] != 0
     meta = ckpt.read_meta(tmp_path / "run" / "best")
     assert meta["train_config"]["pooler"] == "cls" and meta["eval_representation"] == "cls_before_pooler"
     prov = json.loads((tmp_path / "run" / "best" / "provenance.json").read_text())

@@ -38,7 +38,6 @@ from rankcse.evaluation.probing_gen import DEFAULT_SEED, GENERATORS, SPLITS, Gen
 log = logging.getLogger(__name__)
 
 Embed = Callable[[Sequence[str]], Any]
-GROUPS = ("surface", "syntactic", "semantic")
 FILE_SPLITS = {"tr": "train", "va": "valid", "te": "test"}
 METRIC_PREFIX = "probing/"
 
