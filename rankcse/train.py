@@ -31,8 +31,8 @@ from rankcse.corpus import Corpus, batch_rng, batches_per_epoch, iterate_batches
 from rankcse.errors import ConfigError, TrainingDiverged
 from rankcse.evaluation.probing import TrainingProbe
 from rankcse.evaluation.step_eval import PRIMARY_METRIC, StepEvaluator
-from rankcse.evaluation.sts import evaluate_sts
-from rankcse.evaluation.transfer import check_transfer_data, evaluate_transfer
+from rankcse.evaluation.final import final_scores
+from rankcse.evaluation.transfer import check_transfer_data
 from rankcse.methods import Method
 from rankcse.phases import PHASE_1, PHASE_2, PeakDetector
 from rankcse.rank import rank_metrics
@@ -509,6 +509,7 @@ class Trainer:
         return self._result(self._final_evaluation())
 
     def _final_evaluation(self) -> dict[str, Any]:
+        """Score the best checkpoint (the last model without one) and write ``final.json``."""
         cfg, s = self.cfg, self.state
         result: dict[str, Any] = {
             "best_step": s.best_step,
@@ -522,21 +523,7 @@ class Trainer:
             method = load_for_eval(str(best)).to(self.device) if best else self.method
             method.encoder.autocast_dtype = self.amp_dtype
             result["checkpoint"] = "best" if best else "last"
-        if cfg.final_tasks:
-            started = time.perf_counter()
-            sts = evaluate_sts(lambda sentences: method.embed(sentences, cfg.eval_batch_size), cfg.final_tasks, cfg.data_dir)
-            result.update(sts["scores"])
-            result["avg"] = sts["avg"]
-            result["details"] = sts["tasks"]
-            result["eval_seconds"] = time.perf_counter() - started
-            log.info("final (%s checkpoint, step %s): %s", result["checkpoint"], s.best_step, format_scores(sts["scores"], sts["avg"]))
-        if self.prober is not None:  # full-setting probing of the same checkpoint
-            result.update(self.prober.final(lambda sentences: method.embed(sentences, cfg.eval_batch_size)))
-        if cfg.transfer_tasks:
-            started = time.perf_counter()
-            result["transfer"] = evaluate_transfer(lambda sentences: method.embed(sentences, cfg.eval_batch_size), cfg.transfer_tasks, cfg.data_dir)
-            result.update({f"transfer/{task}": scores["acc"] for task, scores in result["transfer"].items()})
-            result["transfer_seconds"] = time.perf_counter() - started
+            result.update(final_scores(method, cfg, self.prober, f"{result['checkpoint']} checkpoint, step {s.best_step}"))
         ckpt.write_json_atomic(self.out / FINAL_FILE, result)
         return result
 
@@ -580,14 +567,6 @@ def _fmt_seconds(seconds: float) -> str:
     minutes, sec = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{sec:02d}s"
-
-
-def format_scores(scores: dict[str, float], avg: float | None = None) -> str:
-    """One line of STS scores ×100."""
-    parts = [f"{k} {100 * v:.2f}" for k, v in scores.items()]
-    if avg is not None:
-        parts.append(f"avg {100 * avg:.2f}")
-    return " | ".join(parts)
 
 
 def run(cfg: TrainConfig, output_dir: str | Path, report: Reporter | None = None, resume: bool = False, overwrite: bool = False) -> RunResult:
