@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rankcse.errors import ModelLoadError
+from rankcse.io import write_json_atomic
 
 FORMAT_VERSION = 1
 META_FILE = "rankcse.json"
@@ -29,11 +30,6 @@ STATE_FILE = "trainer_state.pt"
 COMPLETE = ".complete"
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file and rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
 
 
 @contextlib.contextmanager

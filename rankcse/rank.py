@@ -7,7 +7,6 @@ in float64. ``prepare`` picks the matrix the paper's analysis looks at: rows L2-
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 

@@ -29,10 +29,20 @@ from rankcse.build import build_method, load_for_eval
 from rankcse.config import TrainConfig
 from rankcse.corpus import Corpus, batch_rng, batches_per_epoch, iterate_batches, load_corpus
 from rankcse.errors import ConfigError, TrainingDiverged
+from rankcse.evaluation.final import final_scores
 from rankcse.evaluation.probing import TrainingProbe
 from rankcse.evaluation.step_eval import PRIMARY_METRIC, StepEvaluator
-from rankcse.evaluation.final import final_scores
 from rankcse.evaluation.transfer import check_transfer_data
+from rankcse.io import (
+    CONFIG_FILE,
+    ERROR_FILE,
+    FINAL_FILE,
+    METRICS_FILE,
+    PROVENANCE_FILE,
+    STEP_LOG_FILE,
+    write_json_atomic,
+    write_text_atomic,
+)
 from rankcse.methods import Method
 from rankcse.phases import PHASE_1, PHASE_2, PeakDetector
 from rankcse.rank import rank_metrics
@@ -44,11 +54,7 @@ log = logging.getLogger("rankcse")
 #: checkpoint written at that step, or None.
 Reporter = Callable[[dict[str, Any], "Path | None"], None]
 
-METRICS_FILE = "metrics.jsonl"
-STEP_LOG_FILE = "train_log.jsonl"
-FINAL_FILE = "final.json"
-ERROR_FILE = "error.json"
-RUN_FILES = (METRICS_FILE, STEP_LOG_FILE, FINAL_FILE, ERROR_FILE, "config.json", "provenance.json", "best", "last")
+RUN_FILES = (METRICS_FILE, STEP_LOG_FILE, FINAL_FILE, ERROR_FILE, CONFIG_FILE, PROVENANCE_FILE, "best", "last")
 #: Settings that may differ when a run is resumed (they do not change what is computed).
 RESUME_MAY_CHANGE = {"log_every", "num_threads", "device", "eval_batch_size", "final_tasks", "checkpoint_every_evals", "data_dir", "train_file"}
 RESUME_MAY_CHANGE |= {"probing_tasks", "probing_every_evals", "probing_data_dir", "probing_corpus", "transfer_tasks"}  # measurements only
@@ -211,9 +217,7 @@ def _truncate_jsonl(path: Path, max_step: int) -> None:
                 kept.append(line)
         except json.JSONDecodeError:
             continue  # a line cut off by a crash
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    tmp.replace(path)
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def _append_jsonl(handle: Any, record: dict[str, Any]) -> None:
@@ -294,8 +298,8 @@ class Trainer:
             device=str(self.device),
             amp=str(self.amp_dtype) if self.amp_dtype else None,
         )
-        ckpt.write_json_atomic(self.out / "config.json", self.cfg.to_dict())
-        ckpt.write_json_atomic(self.out / "provenance.json", self.provenance)
+        write_json_atomic(self.out / CONFIG_FILE, self.cfg.to_dict())
+        write_json_atomic(self.out / PROVENANCE_FILE, self.provenance)
 
     def _meta(self) -> dict[str, Any]:
         return {
@@ -488,7 +492,7 @@ class Trainer:
                     try:
                         self._train_step(sentences, batch_index, step_log)
                     except TrainingDiverged as exc:
-                        ckpt.write_json_atomic(self.out / ERROR_FILE, {"step": exc.step, "error": str(exc), "kind": "diverged"})
+                        write_json_atomic(self.out / ERROR_FILE, {"step": exc.step, "error": str(exc), "kind": "diverged"})
                         raise
                     s.train_seconds += time.perf_counter() - started
                     if s.step % cfg.log_every == 0:
@@ -524,7 +528,7 @@ class Trainer:
             method.encoder.autocast_dtype = self.amp_dtype
             result["checkpoint"] = "best" if best else "last"
             result.update(final_scores(method, cfg, self.prober, f"{result['checkpoint']} checkpoint, step {s.best_step}"))
-        ckpt.write_json_atomic(self.out / FINAL_FILE, result)
+        write_json_atomic(self.out / FINAL_FILE, result)
         return result
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rankcse.config import DEFAULT_PHASE_METRIC
+from rankcse.config import DEFAULT_PHASE_METRIC, STS_TASKS
 from rankcse.errors import RankCSEError
 from rankcse.phases import split_phases
 from rayjobs import schema
@@ -36,7 +36,7 @@ from rayjobs.statistics import N_BOOT, bootstrap_mean_std, correlate, mean_of_co
 
 log = logging.getLogger("rayjobs")
 
-FINAL_SCORES = ("sts12", "sts13", "sts14", "sts15", "sts16", "stsb", "sickr", "avg")
+FINAL_SCORES = (*STS_TASKS, "avg")
 TRIAL_QUANTITIES = ("best_stsb_dev", "avg_rank", "avg_energy_rank_99", "avg_erank_vne", "rank_at_best", "peak_rank")
 ENERGY = "probe/energy_rank_99"
 VNE = "probe/erank_vne"

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from rankcse.io import write_text_atomic
 from rayjobs import schema
 from rayjobs.histories import COMPLETED, CORRUPT, Trial
 
@@ -196,7 +196,5 @@ def write_report(output_dir: Path, experiment_dir: Path, tables: dict[str, pd.Da
         titles = {"fig_rank_stsb": "Rank and STS-B dev over training", "fig_score_rr": "Score by RR coefficient", "fig_rank_std": "Average rank vs seed std"}
         lines += [f"![{titles.get(name, name)}]({path.name})\n" for name, path in figures.items()]
     path = Path(output_dir) / "report.md"
-    tmp = path.with_name(f".report.md.tmp-{os.getpid()}")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path

@@ -33,7 +33,8 @@ import numpy as np
 
 from rankcse.errors import ConfigError, DataError
 from rankcse.evaluation.logreg import C_GRID_SPLIT, Solver, split_classifier
-from rankcse.evaluation.probing_gen import DEFAULT_SEED, GENERATORS, SPLITS, GenSizes, GeneratedSplit, generate_from_corpus
+from rankcse.evaluation.probing_gen import DEFAULT_SEED, GENERATORS, SPLITS, GeneratedSplit, GenSizes, generate_from_corpus
+from rankcse.io import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +138,7 @@ def write_probing_file(data: ProbingData, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     short = {v: k for k, v in FILE_SPLITS.items()}
     lines = [f"{short[split]}\t{label}\t{sentence}" for split in SPLITS for sentence, label in zip(*data.splits[split])]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path
 
 
