@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from support import TINY_SENTENCES
 
-from conftest import TINY_SENTENCES
 from rankcse.cli import main
 
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from support import SENTENCES, cls_states, cosine, cross_entropy, gelu, mlp_head, save_tiny_bert, tiny_config
 
-from conftest import tiny_config
-from method_utils import SENTENCES, cls_states, cosine, cross_entropy, gelu, mlp_head, save_tiny_bert
 from rankcse.build import build_method
 from rankcse.losses import mixcse_logits
 from rankcse.methods.esimcse import repeat_tokens, repeat_words
@@ -21,13 +20,7 @@ from rankcse.methods.promptbert import add_period
 TAU = 0.05
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and a busy shared machine makes them much slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

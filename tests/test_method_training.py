@@ -12,9 +12,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from support import SENTENCES, read_jsonl, save_tiny_bert, tiny_config
 
-from conftest import read_jsonl, tiny_config
-from method_utils import SENTENCES, save_tiny_bert
 from rankcse import checkpoint as ckpt
 from rankcse.build import build_method, load_for_eval
 from rankcse.cli import main
@@ -27,13 +26,7 @@ NEW_METHODS = ("esimcse", "mixcse", "infocse", "promptbert")
 TIMING = {"train_seconds", "eval_seconds"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and a busy shared machine makes them much slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

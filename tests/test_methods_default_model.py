@@ -11,8 +11,8 @@ import json
 
 import pytest
 import torch
+from support import read_jsonl
 
-from conftest import read_jsonl
 from rankcse import checkpoint as ckpt
 from rankcse.build import build_method, load_for_eval
 from rankcse.cli import main

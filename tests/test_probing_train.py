@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from support import read_jsonl, tiny_config
 
-from conftest import read_jsonl, tiny_config
 from rankcse.cli import main
 from rankcse.config import TrainConfig
 from rankcse.errors import ConfigError

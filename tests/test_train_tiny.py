@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
+from support import read_jsonl, tiny_config
 
-from conftest import read_jsonl, tiny_config
 from rankcse import checkpoint as ckpt
 from rankcse.build import build_method, load_for_eval
 from rankcse.errors import TrainingDiverged
