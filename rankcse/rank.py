@@ -131,4 +131,3 @@ def sv_entropy(h: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 
 
 RR_ENTROPIES = {"vne": vne_entropy, "sv": sv_entropy}
-

@@ -34,7 +34,9 @@ def _percentiles(samples: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _bootstrap_distribution(samples: tuple[np.ndarray, ...], statistic: Any, rng: np.random.Generator, n_boot: int, paired: bool = False) -> np.ndarray:
+def _bootstrap_distribution(
+    samples: tuple[np.ndarray, ...], statistic: Any, rng: np.random.Generator, n_boot: int, paired: bool = False
+) -> np.ndarray:
     """``statistic`` (vectorised along the last axis) on each of scipy's ``n_boot`` percentile-bootstrap resamples."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy warns on degenerate resamples; _percentiles drops undefined ones
@@ -45,7 +47,11 @@ def _bootstrap_distribution(samples: tuple[np.ndarray, ...], statistic: Any, rng
 def bootstrap_mean_std(values: Sequence[float], rng: np.random.Generator, n_boot: int = N_BOOT) -> dict[str, float]:
     """Mean, sample std (ddof=1) and bootstrap 95 % intervals of both; NaN where undefined (n < 2)."""
     x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
-    out = {"n": int(x.size), "mean": float(x.mean()) if x.size else float("nan"), "std": float(x.std(ddof=1)) if x.size > 1 else float("nan")}
+    out = {
+        "n": int(x.size),
+        "mean": float(x.mean()) if x.size else float("nan"),
+        "std": float(x.std(ddof=1)) if x.size > 1 else float("nan"),
+    }
     if x.size < 2:
         return {**out, "mean_ci_low": float("nan"), "mean_ci_high": float("nan"), "std_ci_low": float("nan"), "std_ci_high": float("nan")}
     means, stds = _bootstrap_distribution((x,), lambda s, axis: np.stack([s.mean(axis=axis), s.std(axis=axis, ddof=1)]), rng, n_boot)
@@ -85,7 +91,9 @@ def _cluster_boot(x: np.ndarray, y: np.ndarray, clusters: np.ndarray, rng: np.ra
     return np.concatenate(parts)
 
 
-def correlate(x: Sequence[float], y: Sequence[float], rng: np.random.Generator, clusters: Sequence | None = None, n_boot: int = N_BOOT) -> dict[str, float]:
+def correlate(
+    x: Sequence[float], y: Sequence[float], rng: np.random.Generator, clusters: Sequence | None = None, n_boot: int = N_BOOT
+) -> dict[str, float]:
     """Pearson and Spearman with p-values, n and bootstrap 95 % intervals; NaN where undefined (n < 3 or no spread).
 
     ``clusters`` (one label per point) switches to the cluster bootstrap described in the module docstring.
@@ -97,18 +105,38 @@ def correlate(x: Sequence[float], y: Sequence[float], rng: np.random.Generator, 
     labels = np.asarray(clusters)[keep] if clusters is not None else None
     out: dict[str, float] = {"n": int(x.size), "n_trials": int(np.unique(labels).size) if labels is not None else int(x.size)}
     nan = float("nan")
-    blank = {k: nan for k in ("pearson_r", "pearson_p", "pearson_ci_low", "pearson_ci_high", "spearman_rho", "spearman_p", "spearman_ci_low", "spearman_ci_high")}
+    blank = {
+        k: nan
+        for k in (
+            "pearson_r",
+            "pearson_p",
+            "pearson_ci_low",
+            "pearson_ci_high",
+            "spearman_rho",
+            "spearman_p",
+            "spearman_ci_low",
+            "spearman_ci_high",
+        )
+    }
     if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return {**out, **blank}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # near-constant inputs: the value is still defined, scipy only warns
         pearson, spearman = stats.pearsonr(x, y), stats.spearmanr(x, y)
-    out.update({"pearson_r": float(pearson.statistic), "pearson_p": float(pearson.pvalue), "spearman_rho": float(spearman.statistic), "spearman_p": float(spearman.pvalue)})
+    out.update(
+        {
+            "pearson_r": float(pearson.statistic),
+            "pearson_p": float(pearson.pvalue),
+            "spearman_rho": float(spearman.statistic),
+            "spearman_p": float(spearman.pvalue),
+        }
+    )
     rx, ry = stats.rankdata(x), stats.rankdata(y)
     if labels is not None and out["n_trials"] >= 2:
         boot_p = _cluster_boot(x, y, labels, rng, n_boot)
         boot_s = _cluster_boot(rx, ry, labels, rng, n_boot)
     elif labels is None and x.size <= EXACT_RERANK_MAX:
+
         def both(a: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
             return np.stack([_rowwise_corr(a, b), _rowwise_corr(stats.rankdata(a, axis=-1), stats.rankdata(b, axis=-1))])
 
@@ -167,8 +195,17 @@ def stratified_welch(strata: Sequence[tuple[Sequence[float], Sequence[float]]]) 
         if a.size >= 2 and b.size >= 2:
             usable.append((a, b))
     nan = float("nan")
-    out = {"diff": nan, "ci_low": nan, "ci_high": nan, "t": nan, "df": nan, "p": nan, "strata": len(usable),
-           "n_a": sum(a.size for a, _ in usable), "n_b": sum(b.size for _, b in usable)}
+    out = {
+        "diff": nan,
+        "ci_low": nan,
+        "ci_high": nan,
+        "t": nan,
+        "df": nan,
+        "p": nan,
+        "strata": len(usable),
+        "n_a": sum(a.size for a, _ in usable),
+        "n_b": sum(b.size for _, b in usable),
+    }
     if not usable:
         return out
     k = len(usable)
@@ -180,7 +217,13 @@ def stratified_welch(strata: Sequence[tuple[Sequence[float], Sequence[float]]]) 
     df = var**2 / (sum(va**2 / (na - 1) + vb**2 / (nb - 1) for va, na, vb, nb in parts) / k**4)
     se = math.sqrt(var)
     half = float(stats.t.ppf(0.975, df)) * se
-    out.update(t=out["diff"] / se, df=float(df), p=float(2 * stats.t.sf(abs(out["diff"] / se), df)), ci_low=out["diff"] - half, ci_high=out["diff"] + half)
+    out.update(
+        t=out["diff"] / se,
+        df=float(df),
+        p=float(2 * stats.t.sf(abs(out["diff"] / se), df)),
+        ci_low=out["diff"] - half,
+        ci_high=out["diff"] + half,
+    )
     return out
 
 

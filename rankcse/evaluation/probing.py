@@ -106,7 +106,7 @@ class ProbingData:
     splits: dict[str, tuple[list[str], list[str]]]
     source: str
 
-    def sizes(self) -> dict[str, int]:  # noqa: D102
+    def sizes(self) -> dict[str, int]:
         return {split: len(self.splits[split][0]) for split in SPLITS}
 
 
@@ -180,7 +180,7 @@ class ProbeSettings:
     c_grid: tuple[float, ...] = C_GRID_SPLIT
     solver: Solver = field(default_factory=Solver)
 
-    def caps(self) -> dict[str, int | None]:  # noqa: D102
+    def caps(self) -> dict[str, int | None]:
         return {"train": self.max_train, "valid": self.max_valid, "test": self.max_test}
 
 
@@ -239,7 +239,7 @@ class ProbeResult:
     not_converged: int
     settings: str
 
-    def to_dict(self) -> dict[str, Any]:  # noqa: D102
+    def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
