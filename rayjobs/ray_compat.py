@@ -66,6 +66,13 @@ def restore_tuner(path: str, trainable: Any, resume_config: Any) -> Any:
     return tune.Tuner.restore(path, trainable, _resume_config=resume_config)
 
 
+# --- Quieting Tune's per-report checkpoint line (rayjobs/trainable.py) ---------------------------
+# Why: every report with a checkpoint logs "Checkpoint successfully created" at INFO in the trial's
+# log, once per evaluation; the logger is Ray's module logger, named after a private module.
+# Tested with Ray 2.60.0 (ray/train/_internal/storage.py).
+CHECKPOINT_LOGGER = "ray.train._internal.storage"
+
+
 # --- Offline cluster-config validation (rayjobs/cluster_config.py) ----------------------------
 
 
