@@ -49,7 +49,7 @@ def connect(address: str | None, num_cpus: int | None = None, num_gpus: int | No
 
 def _running_cluster() -> str | None:
     """Address of the cluster named by RAY_ADDRESS or started on this machine with ``ray start``, if any."""
-    from ray._private.services import get_ray_address_from_environment
+    from rayjobs.ray_compat import get_ray_address_from_environment
 
     try:
         return get_ray_address_from_environment(None, None)

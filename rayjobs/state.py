@@ -1,7 +1,7 @@
 """Keeping a sweep's Tune experiment state restorable.
 
-Tune writes its experiment state (``tuner.pkl``, ``experiment_state-*.json``,
-``basic-variant-state-*.json``) without an atomic rename, so a driver killed while saving can leave
+Tune writes its experiment state (the pickled Tuner and the experiment and search-algorithm state
+files named in :mod:`rayjobs.ray_compat`) without an atomic rename, so a driver killed while saving can leave
 an empty or cut-off file, and ``Tuner.restore`` then silently starts a new, empty experiment.
 :class:`StateBackup` (a Tune callback on the driver) copies every state file that parses into
 ``.rankcse/state_backup/``; :func:`prepare_resume` checks the files before a restore and puts the
@@ -23,13 +23,12 @@ from ray.tune import Callback
 
 from rankcse.errors import ConfigError
 from rankcse.io import write_json_atomic
+from rayjobs.ray_compat import EXPERIMENT_STATE_PREFIX, EXPERIMENT_STATE_TRIALS_KEY, STATE_PATTERNS, TUNER_FILE
 from rayjobs.spec import META_DIR, spec_path
 
 log = logging.getLogger("rayjobs")
 
 BACKUP_DIR = "state_backup"
-TUNER_FILE = "tuner.pkl"
-STATE_PATTERNS = ("experiment_state-*.json", "basic-variant-state-*.json")
 
 
 def write_spec(experiment_dir: Path, record: dict[str, Any]) -> None:
@@ -46,10 +45,10 @@ def valid_state_file(path: Path) -> bool:
         data = path.read_bytes()
         if not data:
             return False
-        if path.name.startswith("experiment_state"):
+        if path.name.startswith(EXPERIMENT_STATE_PREFIX):
             parsed = json.loads(data)
-            return isinstance(parsed, dict) and isinstance(parsed.get("trial_data"), list)
-        pickle.loads(data)  # tuner.pkl, basic-variant-state: only our own trusted experiment folder is read here
+            return isinstance(parsed, dict) and isinstance(parsed.get(EXPERIMENT_STATE_TRIALS_KEY), list)
+        pickle.loads(data)  # the Tuner and search-algorithm state: only our own trusted experiment folder is read here
         return True
     except Exception:  # noqa: BLE001 - any failure to read or parse means the file is broken
         return False

@@ -154,6 +154,7 @@ def make_tuner(spec: SweepSpec, storage: Path, experiment_dir: Path, resume: boo
     from ray.tune import ResumeConfig
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    from rayjobs.ray_compat import restore_tuner
     from rayjobs.state import StateBackup
     from rayjobs.trainable import train_trial, trial_dirname
 
@@ -164,7 +165,7 @@ def make_tuner(spec: SweepSpec, storage: Path, experiment_dir: Path, resume: boo
         # (their checkpoint says done) and continues those Tune listed as finished too early.
         resume_type = ResumeConfig.ResumeType
         config = ResumeConfig(finished=resume_type.RESUME, unfinished=resume_type.RESUME, errored=resume_type.RESUME if retry_errored else resume_type.SKIP)
-        return tune.Tuner.restore(str(experiment_dir), trainable, _resume_config=config)  # callbacks come back from tuner.pkl
+        return restore_tuner(str(experiment_dir), trainable, config)  # callbacks come back from the saved Tuner
     # reuse_actors is off: a trial's process ends with it. Reused actors kept ~1 GB of resident memory per
     # finished MiniLM trial (allocator arenas of the previous model), 5 GB after 3 trials; a fresh process costs
     # about 5 s a trial (bench/bench_sweep.py).

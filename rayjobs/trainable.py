@@ -21,6 +21,7 @@ from ray import tune
 from rankcse.config import STS_TASKS
 from rankcse.io import FINAL_FILE
 from rankcse.train import run
+from rayjobs.ray_compat import CHECKPOINT_LOGGER
 from rayjobs.spec import Fault, SweepSpec, cell_label
 
 RUN_DIR = "run"
@@ -88,7 +89,7 @@ def _configure_logging(verbose: bool) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname).1s %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO if verbose else logging.WARNING)
-    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # "Checkpoint successfully created" per report
+    logging.getLogger(CHECKPOINT_LOGGER).setLevel(logging.WARNING)  # "Checkpoint successfully created" per report
 
 
 def train_trial(config: dict[str, Any], sweep: dict[str, Any], trial_logs: bool = False) -> None:
