@@ -109,7 +109,8 @@ class TrainConfig:
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML ({_yaml_problem(exc)}); fix it or pass the settings with --set") from None
+            problem = _yaml_problem(exc)
+            raise ConfigError(f"config file {path} is not valid YAML ({problem}); fix it or pass the settings with --set") from None
         except (UnicodeDecodeError, OSError) as exc:
             raise ConfigError(f"config file {path} cannot be read as text ({type(exc).__name__}); pass a YAML file") from None
         if not isinstance(data, dict):

@@ -57,7 +57,8 @@ def read_text_corpus(path: str | Path, max_sentences: int | None = None) -> Corp
             sentences.append(text)
     if undecodable > len(sentences):
         raise DataError(
-            f"training file {path} is mostly undecodable: {undecodable} of {undecodable + len(sentences)} non-blank line(s) are not UTF-8 text; "
+            f"training file {path} is mostly undecodable: {undecodable} of {undecodable + len(sentences)} non-blank line(s) "
+            "are not UTF-8 text; "
             "pass a plain-text corpus, one sentence a line"
         )
     if undecodable:
