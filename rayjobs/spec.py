@@ -108,7 +108,7 @@ class SweepSpec:
         try:
             return cls._build(data, source)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{source}: a value has the wrong type ({exc}); grid, train, resources are mappings, resources numbers") from None
+            raise ConfigError(f"{source}: a value has the wrong type ({exc}); grid, train, resources are mappings") from None
 
     @classmethod
     def _build(cls, data: dict[str, Any], source: str) -> SweepSpec:
