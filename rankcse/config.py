@@ -109,7 +109,7 @@ class TrainConfig:
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            problem = _yaml_problem(exc)
+            problem = yaml_problem(exc)
             raise ConfigError(f"config file {path} is not valid YAML ({problem}); fix it or pass the settings with --set") from None
         except (UnicodeDecodeError, OSError) as exc:
             raise ConfigError(f"config file {path} cannot be read as text ({type(exc).__name__}); pass a YAML file") from None
@@ -187,7 +187,7 @@ class TrainConfig:
         need(self.probing_every_evals >= 0, f"probing_every_evals must be >= 0 (0 = probe only the final checkpoint), got {self.probing_every_evals}")
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
+def yaml_problem(exc: yaml.YAMLError) -> str:
     """Short description of a YAML error: what and where, on one line."""
     mark = getattr(exc, "problem_mark", None)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from rankcse.config import TrainConfig
+from rankcse.config import TrainConfig, yaml_problem
 from rankcse.errors import ConfigError
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
@@ -144,7 +144,9 @@ class SweepSpec:
         try:
             data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
-            raise ConfigError(f"preset {path} is not valid YAML: {exc}") from None
+            raise ConfigError(f"preset {path} is not valid YAML ({yaml_problem(exc)})") from None
+        except (UnicodeDecodeError, OSError) as exc:
+            raise ConfigError(f"preset {path} cannot be read as text ({type(exc).__name__}); pass a YAML file") from None
         return cls.from_dict(data, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
@@ -252,6 +254,14 @@ class SweepSpec:
         if train_file and not Path(str(train_file)).expanduser().is_file():
             return f"training file {train_file} does not exist on this machine; download it (see the preset's comment) or pass --train-file"
         return None
+
+    def check_train_file(self) -> None:
+        """Refuse a training file that is mostly not text (sampled from its start), before any trial starts."""
+        train_file = self.train.get("train_file")
+        if train_file and Path(str(train_file)).expanduser().is_file():
+            from rankcse.corpus import read_text_corpus
+
+            read_text_corpus(str(train_file), max_sentences=1000)
 
 
 def cell_label(cell: dict[str, Any]) -> str:

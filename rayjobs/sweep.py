@@ -211,6 +211,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         if not args.overwrite:
             raise ConfigError(f"experiment {experiment_dir} exists; pass --resume to continue it, --overwrite to replace it, or --name NEW")
     configs = spec.validate(check_files=not args.dry_run)
+    spec.check_train_file()
     cells = spec.cells()
     skipped = spec.skipped_cells()
     shape = " x ".join(f"{len(v)} {k}" for k, v in spec.axes().items()) + (f", less {skipped} RR-off repeats" if skipped else "")
