@@ -3,8 +3,9 @@
 A best checkpoint is a Hugging Face model folder (``from_pretrained`` opens it) plus
 ``rankcse.json`` (the resolved run config and the evaluation representation),
 ``rankcse_modules.safetensors`` (head and other evaluation modules) and ``provenance.json``.
-A resume checkpoint adds ``trainer_state.pt``. Folders are written under a temporary name and
-swapped in, so a crash never leaves a half-written checkpoint in place.
+A resume checkpoint adds ``trainer_state.pt``: tensors and plain Python values only, read back with
+``torch.load(weights_only=True)`` so a run folder from elsewhere cannot run code when resumed. Folders
+are written under a temporary name and swapped in, so a crash never leaves a half-written checkpoint in place.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from rankcse.errors import ModelLoadError
+from rankcse.errors import DataError, ModelLoadError
 
 FORMAT_VERSION = 1
 META_FILE = "rankcse.json"
@@ -103,3 +104,15 @@ def load_eval_modules(method: torch.nn.Module, folder: Path) -> None:
     for name, module in modules.items():
         prefix = f"{name}."
         module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """The resume state written by the trainer, read with ``weights_only=True`` (tensors and plain values, no code)."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a cut, foreign or unsafe file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise DataError(f"resume state {path} cannot be read safely ({first}); start the run again with --overwrite") from None
+    if not isinstance(data, dict) or "step" not in data:
+        raise DataError(f"resume state {path} is not a rankcse trainer state; start the run again with --overwrite")
+    return data

@@ -28,7 +28,8 @@ from rankcse import provenance
 from rankcse.build import build_method, load_for_eval
 from rankcse.config import TrainConfig
 from rankcse.corpus import Corpus, batch_rng, batches_per_epoch, iterate_batches, load_corpus
-from rankcse.errors import ConfigError, TrainingDiverged
+from rankcse.collapse import collapse_reason
+from rankcse.errors import CheckpointWriteError, ConfigError, TrainingCollapsed, TrainingDiverged
 from rankcse.evaluation.probing import TrainingProbe
 from rankcse.evaluation.step_eval import PRIMARY_METRIC, StepEvaluator
 from rankcse.evaluation.sts import evaluate_sts
@@ -239,6 +240,8 @@ class Trainer:
         if clear:
             clear_run_files(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
+        if resume and resume_from is None and clear:
+            log.warning("--resume: %s holds no whole resume checkpoint (the run stopped before its first one); starting again from step 0", self.out)
         if resume_from is not None:
             self._load_resume(resume_from)
         else:
@@ -266,8 +269,22 @@ class Trainer:
         }
 
     def _save_best(self) -> None:
-        with ckpt.atomic_dir(self.out / "best") as folder:
-            ckpt.save_model(self.method, folder, self._meta(), self.provenance)
+        try:
+            with ckpt.atomic_dir(self.out / "best") as folder:
+                ckpt.save_model(self.method, folder, self._meta(), self.provenance)
+        except (OSError, RuntimeError) as exc:
+            raise self._write_failed("best checkpoint", self.out / "best", exc) from None
+
+    def _write_failed(self, what: str, target: Path, exc: BaseException) -> CheckpointWriteError:
+        """The one-line error for a checkpoint that could not be written: what, where, and what is still intact."""
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "the write stopped short: disk full or file-size limit reached"
+        last = ckpt.find_complete(self.out / "last")
+        if last is not None:
+            step = json.loads((last / "checkpoint.json").read_text()).get("step") if (last / "checkpoint.json").is_file() else "?"
+            kept = f"the last whole resume checkpoint {last} (step {step}) is intact and --resume continues from it"
+        else:
+            kept = "no resume checkpoint was written yet, so --resume would start again from step 0"
+        return CheckpointWriteError(f"could not write the {what} in {target} at step {self.state.step} ({why}); {kept}; free space or raise the limit")
 
     def _save_resume(self) -> Path:
         s = self.state
@@ -291,13 +308,16 @@ class Trainer:
             "provenance": self.provenance,
         }
         target = self.out / "last"
-        with ckpt.atomic_dir(target) as folder:
-            torch.save(trainer_state, folder / ckpt.STATE_FILE)
-            ckpt.write_json_atomic(folder / "checkpoint.json", {"step": s.step, "epoch": s.epoch, "batch_in_epoch": s.batch_in_epoch})
+        try:
+            with ckpt.atomic_dir(target) as folder:
+                torch.save(trainer_state, folder / ckpt.STATE_FILE)
+                ckpt.write_json_atomic(folder / "checkpoint.json", {"step": s.step, "epoch": s.epoch, "batch_in_epoch": s.batch_in_epoch})
+        except (OSError, RuntimeError) as exc:
+            raise self._write_failed("resume checkpoint", target, exc) from None
         return target
 
     def _load_resume(self, folder: Path) -> None:
-        data = torch.load(folder / ckpt.STATE_FILE, map_location="cpu", weights_only=False)
+        data = ckpt.load_state(folder / ckpt.STATE_FILE)
         saved, now = data["config"], self.cfg.to_dict()
         changed = sorted(k for k in now if k not in RESUME_MAY_CHANGE and saved.get(k) != now[k])
         if changed:
@@ -334,7 +354,10 @@ class Trainer:
         eval_seconds = time.perf_counter() - started
         if self.prober is not None:  # linguistic probing every few evaluations (own seconds, not in eval_seconds)
             values.update(self.prober(embed) if self.prober.due(s.step, s.step >= self.total_steps) else self.prober.empty_record())
-        if s.step > 0 and values[PRIMARY_METRIC] > s.best_value:
+        start = self._start_record()
+        window = self.window.means()
+        collapsed = collapse_reason({"step": s.step, **window, **values}, (start or {}).get("probe/erank_vne"), cfg.batch_size)
+        if s.step > 0 and not collapsed and values[PRIMARY_METRIC] > s.best_value:
             s.best_value, s.best_step = values[PRIMARY_METRIC], s.step
             if cfg.save_best:
                 self._save_best()
@@ -356,15 +379,21 @@ class Trainer:
             "batch/erank_vne": None,
             "batch/energy_rank_99": None,
         }
-        record.update(self.window.means())
+        record.update(window)
         record.update(values)
         record["best/step"] = s.best_step
         record[f"best/{PRIMARY_METRIC}"] = s.best_value if math.isfinite(s.best_value) else None
         record["phase_online"] = PHASE_2 if s.detector.peak_step is not None else PHASE_1
+        if collapsed:
+            record["collapsed"] = True
         record = _clean(record)
         _append_jsonl(metrics_file, record)
         self.records.append(record)
         self.window.reset()
+        if collapsed:
+            kept = f"best/ keeps step {s.best_step}" if s.best_step is not None else "no model was kept"
+            raise TrainingCollapsed(s.step, f"representation collapsed at step {s.step} ({collapsed}); training stopped, {kept}; "
+                                            f"final.json records the collapse; lower --learning-rate (now {cfg.learning_rate:g})", collapsed)
         best = f"{100 * s.best_value:.2f}@{s.best_step}" if s.best_step is not None else "-"
         log.info(
             "eval step %d/%d | stsb_dev %.2f | erank %.1f | energy99 %d | align %.3f unif %.3f | best %s | %.1fs",
@@ -372,6 +401,30 @@ class Trainer:
             values["alignment"], values["uniformity"], best, eval_seconds,
         )
         return record
+
+    def _start_record(self) -> dict[str, Any] | None:
+        """The step-0 evaluation (the pre-trained model), if recorded."""
+        return next((r for r in self.records if r.get("step") == 0), None)
+
+    def _summary(self) -> dict[str, Any]:
+        """The fields every final.json starts with, including whether training improved on the pre-trained model."""
+        s = self.state
+        start = (self._start_record() or {}).get(PRIMARY_METRIC)
+        best = s.best_value if math.isfinite(s.best_value) else None
+        return {
+            "best_step": s.best_step,
+            f"best_{PRIMARY_METRIC}": best,
+            f"pretrained_{PRIMARY_METRIC}": start,
+            "no_improvement": bool(start is not None and (best is None or best <= start)),
+            "steps": s.step,
+            "train_seconds": s.train_seconds,
+            "eval_representation": self.method.eval_representation,
+        }
+
+    def _record_collapse(self, exc: TrainingCollapsed) -> None:
+        """Write final.json (no test scores: there is no model worth testing) and error.json for a collapsed run."""
+        ckpt.write_json_atomic(self.out / ERROR_FILE, {"step": exc.step, "error": str(exc), "kind": "collapsed"})
+        ckpt.write_json_atomic(self.out / FINAL_FILE, {**self._summary(), "collapsed": True, "collapse": {"step": exc.step, "reason": exc.reason}})
 
     def _after_eval(self, record: dict[str, Any], evals_done: int) -> None:
         saved = None
@@ -477,6 +530,9 @@ class Trainer:
                     else:
                         s.epoch += 1
                         s.batch_in_epoch = 0
+        except TrainingCollapsed as exc:
+            self._record_collapse(exc)
+            raise
         except KeyboardInterrupt:
             if s.step > 0 and self.checkpoint_every_evals and self._stop_signal is not None:
                 log.warning("stopped at step %d: saving a resume checkpoint in %s (continue with --resume)", s.step, self.out / "last")
@@ -489,13 +545,10 @@ class Trainer:
 
     def _final_evaluation(self) -> dict[str, Any]:
         cfg, s = self.cfg, self.state
-        result: dict[str, Any] = {
-            "best_step": s.best_step,
-            f"best_{PRIMARY_METRIC}": s.best_value if math.isfinite(s.best_value) else None,
-            "steps": s.step,
-            "train_seconds": s.train_seconds,
-            "eval_representation": self.method.eval_representation,
-        }
+        result: dict[str, Any] = self._summary()
+        if result["no_improvement"]:
+            log.warning("no trained evaluation beat the pre-trained model on STS-B dev (%.2f at step 0); the test scores below are of a worse model",
+                        100 * result[f"pretrained_{PRIMARY_METRIC}"])
         if cfg.final_tasks or self.prober is not None or cfg.transfer_tasks:
             best = ckpt.find_complete(self.out / "best") if cfg.save_best else None
             method = load_for_eval(str(best)).to(self.device) if best else self.method
