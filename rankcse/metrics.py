@@ -6,7 +6,6 @@ Values are raw correlations in [-1, 1]; multiplying by 100 is left to presentati
 from __future__ import annotations
 
 import warnings
-
 from collections.abc import Sequence
 
 import numpy as np
