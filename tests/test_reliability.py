@@ -53,7 +53,26 @@ def _untimed(records: list[dict]) -> list[dict]:
 
 def _train_args(model: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
     return ["train", "--model", str(model), "--train-file", str(corpus), "--batch-size", "8", "--probe-size", "16", "--log-every", "100",
-            "--output-dir", str(out), *extra]
+            "--data-dir", str(SMALL_DATA), "--output-dir", str(out), *extra]
+
+
+SMALL_DATA = Path("/nonexistent")  # set by the small_senteval fixture
+
+
+@pytest.fixture(scope="module", autouse=True)
+def small_senteval(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first lines of the packaged STS-B dev and STS13 sets in SentEval's layout: evaluations here take a fraction of the time."""
+    global SMALL_DATA
+    from rankcse.evaluation.sts import resolve_data_dir
+
+    source, folder = resolve_data_dir(None), tmp_path_factory.mktemp("senteval")
+    for sub, lines in (("STS/STSBenchmark", 301), ("STS/STS13-en-test", 150)):
+        (folder / sub).mkdir(parents=True)
+        for path in (source / sub).iterdir():
+            text = path.read_text(encoding="utf-8").splitlines(keepends=True)
+            (folder / sub / path.name).write_text("".join(text[:lines]), encoding="utf-8")
+    SMALL_DATA = folder
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +97,7 @@ def scene(tmp_path_factory, tiny_model_dir, tiny_corpus) -> dict[str, Path]:
     """A finished run to protect, and the broken inputs of the table below."""
     root = tmp_path_factory.mktemp("bad_inputs")
     good = root / "good"
-    assert main(_train_args(tiny_model_dir, tiny_corpus, good, "--max-steps", "2", "--eval-every", "1", "--final-tasks", "none", "--quiet")) == 0
+    assert main(_train_args(tiny_model_dir, tiny_corpus, good, "--max-steps", "2", "--eval-every", "2", "--final-tasks", "none", "--quiet")) == 0
     (root / "bad.yaml").write_text("max_steps: [1\n  oops: :\n")
     (root / "badtype.yaml").write_text("eval_batch_size: abc\n")
     (root / "binary.bin").write_bytes(b"\xff\xfe\xfd" * 100 + b"\n" + bytes(range(128, 256)) * 8 + b"\nok line\n")
@@ -180,7 +199,7 @@ def test_resume_without_a_checkpoint_says_so(caplog, tiny_model_dir, tiny_corpus
 def straight(tmp_path_factory, tiny_model_dir, tiny_corpus) -> tuple[list[str], Path]:
     """The argv of the interrupted runs below, and the uninterrupted run made with it."""
     def argv(out: Path) -> list[str]:
-        return _train_args(tiny_model_dir, tiny_corpus, out, "--max-steps", "12", "--eval-every", "3", "--final-tasks", "sts13", "--quiet")
+        return _train_args(tiny_model_dir, tiny_corpus, out, "--max-steps", "8", "--eval-every", "2", "--final-tasks", "sts13", "--quiet")
 
     out = tmp_path_factory.mktemp("straight") / "run"
     assert main(argv(out)) == 0
@@ -202,7 +221,7 @@ def test_sigkill_after_the_first_checkpoint_then_resume_equals_the_uninterrupted
     proc = subprocess.Popen([sys.executable, "-m", "rankcse", *argv(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 240
-        while not (out / "last" / "checkpoint.json").is_file():  # the first resume checkpoint (step 3) is whole
+        while not (out / "last" / "checkpoint.json").is_file():  # the first resume checkpoint (step 2) is whole
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "timeout"
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
@@ -230,8 +249,8 @@ def test_a_failed_checkpoint_write_keeps_the_last_one_and_resume_continues(strai
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     message = str(failure.value)
     assert "\n" not in message and "could not write the" in message and str(out) in message
-    assert "(step 3) is intact and --resume continues from it" in message
-    assert ckpt.find_complete(out / "last") == out / "last" and json.loads((out / "last" / "checkpoint.json").read_text())["step"] == 3
+    assert "(step 2) is intact and --resume continues from it" in message
+    assert ckpt.find_complete(out / "last") == out / "last" and json.loads((out / "last" / "checkpoint.json").read_text())["step"] == 2
     assert not list(out.glob("*.new"))
     assert main(argv(out) + ["--resume"]) == 0
     _same_run(out, reference)
@@ -260,9 +279,10 @@ def test_a_collapsing_run_stops_with_status_3_and_is_listed(capsys, wide_model_d
 def test_healthy_runs_never_trip_the_collapse_check(method, wide_model_dir, tiny_corpus, tmp_path) -> None:
     from conftest import tiny_config
 
-    result = run(tiny_config(wide_model_dir, tiny_corpus, method=method, max_steps=9, eval_every=3), tmp_path / method)
+    cfg = tiny_config(wide_model_dir, tiny_corpus, method=method, max_steps=4, eval_every=2, data_dir=str(SMALL_DATA))
+    result = run(cfg, tmp_path / method)
     assert result.records[0][PROBE_RANK] >= MIN_START_RANK  # the check is armed for this model
-    assert [r["step"] for r in result.records] == [0, 3, 6, 9] and not any(r.get("collapsed") for r in result.records)
+    assert [r["step"] for r in result.records] == [0, 2, 4] and not any(r.get("collapsed") for r in result.records)
     assert "collapsed" not in json.loads((tmp_path / method / "final.json").read_text())
 
 
@@ -278,7 +298,7 @@ def test_cut_histories_are_reported(scene, tmp_path) -> None:
         if p.is_file():
             (plain / p.name).write_bytes(p.read_bytes())
     lines = (good / "metrics.jsonl").read_text().splitlines()
-    (plain / "metrics.jsonl").write_text(lines[0] + "\n" + lines[1][:40])  # cut mid-line: step 2 of 2 is missing
+    (plain / "metrics.jsonl").write_text(lines[0] + "\n" + lines[1][:40])  # cut mid-line: the evaluation at step 2 is missing
     tune = tmp_path / "exp" / "t_00001_simcse"  # no run folder, Tune's log cut
     tune.mkdir()
     (tune / "params.json").write_text(json.dumps({**cell, "seed": 1}))
@@ -286,5 +306,5 @@ def test_cut_histories_are_reported(scene, tmp_path) -> None:
     aggregate(tmp_path / "exp", tmp_path / "agg", n_boot=10, figures=False)
     trials = pd.read_parquet(tmp_path / "agg" / "trials.parquet").set_index("path")
     cut = trials.loc["cut_run"]
-    assert cut["status"] == "truncated" and cut["n_evals"] == 1 and "steps 1, 2" in cut["error"] and "last line is cut off" in cut["error"]
+    assert cut["status"] == "truncated" and cut["n_evals"] == 1 and "(steps 2)" in cut["error"] and "last line is cut off" in cut["error"]
     assert trials.loc["t_00001_simcse", "status"] == "incomplete" and "result.json: its last line is cut off" in trials.loc["t_00001_simcse", "error"]
