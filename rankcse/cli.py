@@ -127,7 +127,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"best step {result.best_step}: stsb_dev {100 * (result.best_stsb_dev or float('nan')):.2f}")
     if final.get("no_improvement"):
         start = 100 * (final.get("pretrained_stsb_dev") or float("nan"))
-        print(f"no improvement: no trained evaluation beat the pre-trained model (stsb_dev {start:.2f} at step 0); the test scores are of a worse model")
+        print(f"no improvement: no trained evaluation beat the pre-trained model (stsb_dev {start:.2f} at step 0); "
+              "the test scores are of a worse model")
     scores = {k: final[k] for k in STS_TASKS if k in final}
     if scores:
         print(f"test: {format_scores(scores, final.get('avg'))}")
@@ -182,7 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return getattr(exc, "exit_status", 2)
     except OSError as exc:  # a file that could not be written or read mid-run (disk full, permissions, file-size limit)
         where = f" {exc.filename}" if exc.filename else ""
-        print(f"rankcse: error: could not access{where} ({exc.strerror or exc}); free space or fix the permissions, then --resume", file=sys.stderr)
+        print(f"rankcse: error: could not access{where} ({exc.strerror or exc}); free space or fix the permissions, then --resume",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rankcse: interrupted", file=sys.stderr)

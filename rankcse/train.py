@@ -26,9 +26,9 @@ import torch
 from rankcse import checkpoint as ckpt
 from rankcse import provenance
 from rankcse.build import build_method, load_for_eval
+from rankcse.collapse import collapse_reason
 from rankcse.config import TrainConfig
 from rankcse.corpus import Corpus, batch_rng, batches_per_epoch, iterate_batches, load_corpus
-from rankcse.collapse import collapse_reason
 from rankcse.errors import CheckpointWriteError, ConfigError, TrainingCollapsed, TrainingDiverged
 from rankcse.evaluation.probing import TrainingProbe
 from rankcse.evaluation.step_eval import PRIMARY_METRIC, StepEvaluator
@@ -241,7 +241,8 @@ class Trainer:
             clear_run_files(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
         if resume and resume_from is None and clear:
-            log.warning("--resume: %s holds no whole resume checkpoint (the run stopped before its first one); starting again from step 0", self.out)
+            log.warning("--resume: %s holds no whole resume checkpoint (the run stopped before its first one); starting again from step 0",
+                        self.out)
         if resume_from is not None:
             self._load_resume(resume_from)
         else:
@@ -284,7 +285,8 @@ class Trainer:
             kept = f"the last whole resume checkpoint {last} (step {step}) is intact and --resume continues from it"
         else:
             kept = "no resume checkpoint was written yet, so --resume would start again from step 0"
-        return CheckpointWriteError(f"could not write the {what} in {target} at step {self.state.step} ({why}); {kept}; free space or raise the limit")
+        return CheckpointWriteError(f"could not write the {what} in {target} at step {self.state.step} ({why}); {kept}; "
+                                    "free space or raise the limit")
 
     def _save_resume(self) -> Path:
         s = self.state
@@ -392,8 +394,9 @@ class Trainer:
         self.window.reset()
         if collapsed:
             kept = f"best/ keeps step {s.best_step}" if s.best_step is not None else "no model was kept"
-            raise TrainingCollapsed(s.step, f"representation collapsed at step {s.step} ({collapsed}); training stopped, {kept}; "
-                                            f"final.json records the collapse; lower --learning-rate (now {cfg.learning_rate:g})", collapsed)
+            message = (f"representation collapsed at step {s.step} ({collapsed}); training stopped, {kept}; "
+                       f"final.json records the collapse; lower --learning-rate (now {cfg.learning_rate:g})")
+            raise TrainingCollapsed(s.step, message, collapsed)
         best = f"{100 * s.best_value:.2f}@{s.best_step}" if s.best_step is not None else "-"
         log.info(
             "eval step %d/%d | stsb_dev %.2f | erank %.1f | energy99 %d | align %.3f unif %.3f | best %s | %.1fs",
@@ -424,7 +427,8 @@ class Trainer:
     def _record_collapse(self, exc: TrainingCollapsed) -> None:
         """Write final.json (no test scores: there is no model worth testing) and error.json for a collapsed run."""
         ckpt.write_json_atomic(self.out / ERROR_FILE, {"step": exc.step, "error": str(exc), "kind": "collapsed"})
-        ckpt.write_json_atomic(self.out / FINAL_FILE, {**self._summary(), "collapsed": True, "collapse": {"step": exc.step, "reason": exc.reason}})
+        collapse = {"step": exc.step, "reason": exc.reason}
+        ckpt.write_json_atomic(self.out / FINAL_FILE, {**self._summary(), "collapsed": True, "collapse": collapse})
 
     def _after_eval(self, record: dict[str, Any], evals_done: int) -> None:
         saved = None
@@ -547,8 +551,8 @@ class Trainer:
         cfg, s = self.cfg, self.state
         result: dict[str, Any] = self._summary()
         if result["no_improvement"]:
-            log.warning("no trained evaluation beat the pre-trained model on STS-B dev (%.2f at step 0); the test scores below are of a worse model",
-                        100 * result[f"pretrained_{PRIMARY_METRIC}"])
+            log.warning("no trained evaluation beat the pre-trained model on STS-B dev (%.2f at step 0); "
+                        "the test scores below are of a worse model", 100 * result[f"pretrained_{PRIMARY_METRIC}"])
         if cfg.final_tasks or self.prober is not None or cfg.transfer_tasks:
             best = ckpt.find_complete(self.out / "best") if cfg.save_best else None
             method = load_for_eval(str(best)).to(self.device) if best else self.method

@@ -239,7 +239,8 @@ def build_tables(experiment_dir: Path, rank_metric: str = DEFAULT_PHASE_METRIC, 
         raise DataError(f"no trial folders in {experiment_dir}; pass the folder a sweep or `rankcse train` runs wrote")
     if all(t.status == CORRUPT for t in trials):
         first = trials[0]
-        raise DataError(f"no readable trial in {experiment_dir}: {len(trials)} trial folder(s) skipped as unreadable (first: {first.path}: {first.error})")
+        raise DataError(f"no readable trial in {experiment_dir}: {len(trials)} trial folder(s) skipped as unreadable "
+                        f"(first: {first.path}: {first.error})")
     rank_column = f"probe/{rank_metric}"
     axes = sorted({k for t in trials for k in t.axes if k not in CORE_KEYS})
     step_frames, trial_rows = [], []
@@ -263,7 +264,8 @@ def build_tables(experiment_dir: Path, rank_metric: str = DEFAULT_PHASE_METRIC, 
     corr = schema.conform(correlations(steps, trials_table, summary, group_keys, rank_columns, rng, n_boot), "correlations")
     # compute_findings needs at least one completed trial (with none there is nothing to find)
     any_done = bool((trials_table["status"] == COMPLETED).any())
-    found = schema.conform(compute_findings(steps, trials_table, axes, window, n_boot, seed) if any_done else pd.DataFrame(columns=list(schema.FINDINGS)), "findings")
+    found = compute_findings(steps, trials_table, axes, window, n_boot, seed) if any_done else pd.DataFrame(columns=list(schema.FINDINGS))
+    found = schema.conform(found, "findings")
     tables = {"steps": steps, "trials": trials_table, "summary": summary, "correlations": corr, "findings": found}
     probing_cols = [c for c in steps.columns if c.startswith("probing/")]
     if probing_cols and steps[probing_cols].notna().any().any():
@@ -294,7 +296,8 @@ def aggregate(experiment_dir: str | Path, output_dir: str | Path, rank_metric: s
         files[name] = schema.write_table(frame, output_dir / f"{name}.parquet", name, axes if name in ("steps", "trials", "summary") else (),
                                          findings_params if name == "findings" else None)
     skipped = [(t.path, t.error or "unreadable") for t in trials if t.status == CORRUPT]
-    counts = {s: sum(1 for t in trials if t.status == s) for s in (COMPLETED, TRUNCATED, COLLAPSED, ERRORED, INCOMPLETE, DUPLICATE, CORRUPT)}
+    statuses = (COMPLETED, TRUNCATED, COLLAPSED, ERRORED, INCOMPLETE, DUPLICATE, CORRUPT)
+    counts = {s: sum(1 for t in trials if t.status == s) for s in statuses}
     figure_files: dict[str, Path] = {}
     if figures:
         from rayjobs.figures import draw_figures

@@ -98,12 +98,14 @@ def missing_evaluations(records: list[dict[str, Any]], config: dict[str, Any], f
     return [s for s in expected_eval_steps(last, eval_every) if s not in steps]
 
 
-def _status(final: dict[str, Any] | None, error: str | None, damage: list[str], missing: list[int], n_records: int) -> tuple[str, str | None]:
+def _status(final: dict[str, Any] | None, error: str | None, damage: list[str], missing: list[int], n_records: int,
+            ) -> tuple[str, str | None]:
     """Status and error text of a trial from what was read: collapse, a cut history and failures are all named."""
     notes = []
     if final is not None and final.get("collapsed"):
         collapse = final.get("collapse") or {}
-        notes.append(f"representation collapsed at step {collapse.get('step', final.get('steps'))}: {collapse.get('reason', 'see final.json')}")
+        step, reason = collapse.get("step", final.get("steps")), collapse.get("reason", "see final.json")
+        notes.append(f"representation collapsed at step {step}: {reason}")
     if missing:
         shown = ", ".join(str(s) for s in missing[:5]) + (" ..." if len(missing) > 5 else "")
         notes.append(f"history cut: {len(missing)} evaluation(s) missing (steps {shown}); {n_records} row(s) remain")
@@ -182,9 +184,9 @@ def read_tune_trial(folder: Path, root: Path, spec: dict[str, Any] | None = None
     trial_id = str(rows[0]["trial_id"]) if rows and rows[0].get("trial_id") else "_".join(folder.name.split("_")[:2])
     records = dedupe_by_step(records)
     if not isinstance(config, dict):
-        return Trial(trial_id=folder.name, path=rel, layout="tune", status=CORRUPT, error="unreadable trial folder: run/config.json is not a mapping")
+        return Trial(folder.name, rel, "tune", CORRUPT, error="unreadable trial folder: run/config.json is not a mapping")
     if final is not None and not isinstance(final, dict):
-        return Trial(trial_id=folder.name, path=rel, layout="tune", status=CORRUPT, error="unreadable trial folder: run/final.json is not a mapping")
+        return Trial(folder.name, rel, "tune", CORRUPT, error="unreadable trial folder: run/final.json is not a mapping")
     status, note = _status(final, error, damage, missing_evaluations(records, config, final), len(records))
     if tune_damage:  # the run folder's history is whole; still say that Tune's log is damaged
         note = "; ".join([*([note] if note else []), *(f"{d} (Tune's log; the run folder's history is used)" for d in tune_damage)])

@@ -91,7 +91,7 @@ TRIALS: dict[str, tuple[str, str]] = {
     "stsb": ("float64", "STS-B test"),
     "sickr": ("float64", "SICK-R test"),
     "avg": ("float64", "mean of the final test scores that were run"),
-    "no_improvement": ("bool", "no trained evaluation beat the pre-trained model (step 0) on STS-B dev: the test scores are of a worse model"),
+    "no_improvement": ("bool", "no trained evaluation beat the pre-trained model (step 0) on STS-B dev: the scores are of a worse model"),
     "config": ("string", "the trial's full rankcse settings, JSON"),
 }
 TRIALS_PREFIXES = {"probing/": "probing accuracy of the best checkpoint (full setting)", "transfer/": "transfer-task accuracy of the best checkpoint"}

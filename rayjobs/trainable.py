@@ -31,7 +31,8 @@ POINTER_FILE = "rankcse_checkpoint.json"
 FAULT_COUNT_FILE = "injected_faults.json"
 #: Shown first, so Tune's status table (which picks the first few metrics) shows these.
 HEADLINE = ("step", "stsb_dev", "probe/erank_vne", "probe/energy_rank_99")
-FINAL_KEYS = ("sts12", "sts13", "sts14", "sts15", "sts16", "stsb", "sickr", "avg", "best_step", "best_stsb_dev", "train_seconds", "collapsed", "no_improvement")
+FINAL_KEYS = ("sts12", "sts13", "sts14", "sts15", "sts16", "stsb", "sickr", "avg", "best_step", "best_stsb_dev", "train_seconds",
+              "collapsed", "no_improvement")
 
 log = logging.getLogger("rayjobs")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import re
 import resource
 import signal
@@ -22,8 +21,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
 from conftest import read_jsonl
+
 from rankcse import checkpoint as ckpt
 from rankcse.cli import build_parser, config_from_args, main
 from rankcse.collapse import MIN_START_RANK, PROBE_RANK
@@ -97,7 +96,8 @@ def scene(tmp_path_factory, tiny_model_dir, tiny_corpus) -> dict[str, Path]:
     """A finished run to protect, and the broken inputs of the table below."""
     root = tmp_path_factory.mktemp("bad_inputs")
     good = root / "good"
-    assert main(_train_args(tiny_model_dir, tiny_corpus, good, "--max-steps", "2", "--eval-every", "2", "--final-tasks", "none", "--quiet")) == 0
+    assert main(_train_args(tiny_model_dir, tiny_corpus, good, "--max-steps", "2", "--eval-every", "2", "--final-tasks", "none",
+                            "--quiet")) == 0
     (root / "bad.yaml").write_text("max_steps: [1\n  oops: :\n")
     (root / "badtype.yaml").write_text("eval_batch_size: abc\n")
     (root / "binary.bin").write_bytes(b"\xff\xfe\xfd" * 100 + b"\n" + bytes(range(128, 256)) * 8 + b"\nok line\n")
@@ -119,7 +119,7 @@ def scene(tmp_path_factory, tiny_model_dir, tiny_corpus) -> dict[str, Path]:
         def __reduce__(self):
             return (os.mkdir, (str(root / "PWNED"),))
 
-    torch.save({"step": 1, "x": Payload()}, evil / "last" / ckpt.STATE_FILE, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    torch.save({"step": 1, "x": Payload()}, evil / "last" / ckpt.STATE_FILE)
     return {"root": root, "good": good, "evil": evil}
 
 
@@ -144,13 +144,13 @@ def _cases(model: Path, corpus: Path, s: dict[str, Path]) -> list[tuple[str, lis
         ("train", tr + ["--train-file", str(root / "missing.txt")], "does not exist; pass --train-file"),
         ("train", tr + ["--train-file", str(root / "binary.bin")], "is mostly undecodable: 2 of 3 non-blank line(s) are not UTF-8"),
         ("train", _train_args(model, corpus, root / "a_file", "--max-steps", "2"), "is a file; pass a folder"),
-        ("train", _train_args(model, corpus, good, "--max-steps", "2", "--eval-every", "1", "--final-tasks", "none"), "already holds a run"),
+        ("train", tr[:-1], "already holds a run"),
         ("train", _train_args(model, corpus, s["evil"], "--max-steps", "2", "--eval-every", "1", "--final-tasks", "none", "--resume"),
          "cannot be read safely"),
         ("sweep", sw + ["--set", "max_steps=abc"], "setting 'max_steps' must be a whole number, got 'abc'"),
         ("sweep", sw + ["--grid", "seed=[a,b]"], "setting 'seed' must be a whole number, got 'a'"),
         ("sweep", sw + ["--max-steps", "-1"], "max_steps must be >= 1"),
-        ("sweep", ["--preset", str(root / "bad.yaml"), "--dry-run", "--storage-path", str(root / "storage")], "is not valid YAML (expected"),
+        ("sweep", ["--preset", str(root / "bad.yaml"), *sw[2:]], "is not valid YAML (expected"),
         ("sweep", ["--preset", "nope", "--dry-run"], "unknown preset 'nope'"),
         ("sweep", sw + ["--train-file", str(root / "binary.bin")], "is mostly undecodable"),
         ("aggregate", agg + [str(root / "nope"), "--output-dir", str(root / "agg")], "does not exist"),
@@ -187,7 +187,8 @@ def test_resume_without_a_checkpoint_says_so(caplog, tiny_model_dir, tiny_corpus
     out.mkdir()
     (out / "metrics.jsonl").write_text('{"step": 0}\n')  # killed before its first checkpoint
     with caplog.at_level("WARNING", logger="rankcse"):
-        assert main(_train_args(tiny_model_dir, tiny_corpus, out, "--max-steps", "2", "--eval-every", "2", "--final-tasks", "none", "--resume")) == 0
+        assert main(_train_args(tiny_model_dir, tiny_corpus, out, "--max-steps", "2", "--eval-every", "2", "--final-tasks", "none",
+                                "--resume")) == 0
     assert "holds no whole resume checkpoint" in caplog.text and "starting again from step 0" in caplog.text
     assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [0, 2]
 
@@ -261,7 +262,8 @@ def test_a_failed_checkpoint_write_keeps_the_last_one_and_resume_continues(strai
 
 def test_a_collapsing_run_stops_with_status_3_and_is_listed(capsys, wide_model_dir, tiny_corpus, tmp_path) -> None:
     out = tmp_path / "runs" / "collapse"
-    argv = _train_args(wide_model_dir, tiny_corpus, out, "--max-steps", "30", "--eval-every", "3", "--final-tasks", "sts13", "--set", "learning_rate=1000")
+    argv = _train_args(wide_model_dir, tiny_corpus, out, "--max-steps", "30", "--eval-every", "3", "--final-tasks", "sts13",
+                       "--learning-rate", "1000")
     assert main(argv) == 3
     err = _error_lines(capsys)
     assert len(err) == 1 and err[0].startswith("rankcse: error: representation collapsed at step ") and "lower --learning-rate" in err[0]
@@ -307,4 +309,5 @@ def test_cut_histories_are_reported(scene, tmp_path) -> None:
     trials = pd.read_parquet(tmp_path / "agg" / "trials.parquet").set_index("path")
     cut = trials.loc["cut_run"]
     assert cut["status"] == "truncated" and cut["n_evals"] == 1 and "(steps 2)" in cut["error"] and "last line is cut off" in cut["error"]
-    assert trials.loc["t_00001_simcse", "status"] == "incomplete" and "result.json: its last line is cut off" in trials.loc["t_00001_simcse", "error"]
+    no_run = trials.loc["t_00001_simcse"]
+    assert no_run["status"] == "incomplete" and "result.json: its last line is cut off" in no_run["error"]
