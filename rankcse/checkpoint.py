@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,9 +111,12 @@ def load_state(path: Path) -> dict[str, Any]:
     """The resume state written by the trainer, read with ``weights_only=True`` (tensors and plain values, no code)."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a cut, foreign or unsafe file
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise DataError(f"resume state {path} cannot be read safely ({first}); start the run again with --overwrite") from None
+    except pickle.UnpicklingError:
+        raise DataError(f"resume state {path} cannot be read safely (it holds objects other than tensors and plain values); "
+                        "start the run again with --overwrite") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a cut or foreign file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise DataError(f"resume state {path} cannot be read ({type(exc).__name__}: {first}); start the run again with --overwrite") from None
     if not isinstance(data, dict) or "step" not in data:
         raise DataError(f"resume state {path} is not a rankcse trainer state; start the run again with --overwrite")
     return data
