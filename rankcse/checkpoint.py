@@ -116,7 +116,7 @@ def load_state(path: Path) -> dict[str, Any]:
                         "start the run again with --overwrite") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a cut or foreign file
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise DataError(f"resume state {path} cannot be read ({type(exc).__name__}: {first}); start the run again with --overwrite") from None
+        raise DataError(f"resume state {path} cannot be read ({type(exc).__name__}: {first}); start again with --overwrite") from None
     if not isinstance(data, dict) or "step" not in data:
         raise DataError(f"resume state {path} is not a rankcse trainer state; start the run again with --overwrite")
     return data
