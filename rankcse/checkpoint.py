@@ -3,8 +3,9 @@
 A best checkpoint is a Hugging Face model folder (``from_pretrained`` opens it) plus
 ``rankcse.json`` (the resolved run config and the evaluation representation),
 ``rankcse_modules.safetensors`` (head and other evaluation modules) and ``provenance.json``.
-A resume checkpoint adds ``trainer_state.pt``. Folders are written under a temporary name and
-swapped in, so a crash never leaves a half-written checkpoint in place.
+A resume checkpoint adds ``trainer_state.pt``: tensors and plain Python values only, read back with
+``torch.load(weights_only=True)`` so a run folder from elsewhere cannot run code when resumed. Folders
+are written under a temporary name and swapped in, so a crash never leaves a half-written checkpoint in place.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from rankcse.errors import ModelLoadError
+from rankcse.errors import DataError, ModelLoadError
 from rankcse.io import write_json_atomic
 
 FORMAT_VERSION = 1
@@ -126,8 +128,19 @@ def save_resume(target: Path, progress: dict[str, Any], method: Any, optimizer: 
 
 
 def load_resume(folder: Path) -> dict[str, Any]:
-    """The state :func:`save_resume` wrote in ``folder`` (tensors on the CPU)."""
-    return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
+    """The state :func:`save_resume` wrote in ``folder``, read with ``weights_only=True`` (tensors and plain values, no code)."""
+    path = Path(folder) / STATE_FILE
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise DataError(f"resume state {path} cannot be read safely (it holds objects other than tensors and plain values); "
+                        "start the run again with --overwrite") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a cut or foreign file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise DataError(f"resume state {path} cannot be read ({type(exc).__name__}: {first}); start again with --overwrite") from None
+    if not isinstance(data, dict) or "step" not in data:
+        raise DataError(f"resume state {path} is not a rankcse trainer state; start the run again with --overwrite")
+    return data
 
 
 def restore_training(data: dict[str, Any], method: Any, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler) -> None:

@@ -2,7 +2,8 @@
 ``aggregate`` from rayjobs, registered through the ``rankcse.commands`` entry point).
 
 Every failure caused by input (a bad flag value, a missing file, a diverged loss) prints one line
-``rankcse: error: ...`` naming the fix and exits with status 2.
+``rankcse: error: ...`` naming the fix and exits with status 2; a run whose representation collapsed
+(:mod:`rankcse.collapse`) stops with such a line and exit status 3.
 """
 
 from __future__ import annotations
@@ -125,6 +126,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = run(cfg, out, resume=args.resume, overwrite=args.overwrite)
     final = result.final or {}
     print(f"best step {result.best_step}: stsb_dev {100 * (result.best_stsb_dev or float('nan')):.2f}")
+    if final.get("no_improvement"):
+        start = 100 * (final.get("pretrained_stsb_dev") or float("nan"))
+        print(f"no improvement: no trained evaluation beat the pre-trained model (stsb_dev {start:.2f} at step 0); "
+              "the test scores are of a worse model")
     scores = {k: final[k] for k in STS_TASKS if k in final}
     if scores:
         print(f"test: {format_scores(scores, final.get('avg'))}")
@@ -176,6 +181,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except RankCSEError as exc:
         print(f"rankcse: error: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_status", 2)
+    except OSError as exc:  # a file that could not be written or read mid-run (disk full, permissions, file-size limit)
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"rankcse: error: could not access{where} ({exc.strerror or exc}); free space or fix the permissions, then --resume",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rankcse: interrupted", file=sys.stderr)

@@ -12,6 +12,8 @@ import difflib
 import json
 import math
 import re
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -96,7 +98,7 @@ class TrainConfig:
                 close = difflib.get_close_matches(key, known, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(f"unknown setting {key!r}{hint}")
-        return cls(**values)
+        return cls(**check_types(values))
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
@@ -104,7 +106,13 @@ class TrainConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            problem = yaml_problem(exc)
+            raise ConfigError(f"config file {path} is not valid YAML ({problem}); fix it or pass the settings with --set") from None
+        except (UnicodeDecodeError, OSError) as exc:
+            raise ConfigError(f"config file {path} cannot be read as text ({type(exc).__name__}); pass a YAML file") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping of settings")
         return cls.from_dict(data)
@@ -177,6 +185,55 @@ class TrainConfig:
         need(not (self.train_file and self.train_dataset), "give either train_file or train_dataset, not both")
         need(self.max_train_sentences is None or self.max_train_sentences >= 2, "max_train_sentences must be >= 2")
         need(self.probing_every_evals >= 0, f"probing_every_evals must be >= 0 (0 = probe only the final checkpoint), got {self.probing_every_evals}")
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """Short description of a YAML error: what and where, on one line."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{getattr(exc, 'problem', None) or type(exc).__name__}{where}"
+
+
+def _type_name(hint: Any) -> str:
+    names = {int: "a whole number", float: "a number", str: "a string", bool: "true or false", dict: "a mapping"}
+    if typing.get_origin(hint) is list:
+        return "a list of names"
+    return names.get(typing.get_origin(hint) or hint, str(hint))
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """``value`` as the type ``hint`` names, or a :class:`ConfigError` naming the setting and the type it needs."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    origin = typing.get_origin(hint) or hint
+    ok = False
+    if origin is bool:
+        ok = isinstance(value, bool)
+    elif origin is int and not isinstance(value, bool):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        ok = isinstance(value, int)
+    elif origin is float and not isinstance(value, bool):
+        ok = isinstance(value, (int, float))
+    elif origin is str:
+        ok = isinstance(value, str)
+    elif origin is list:
+        value = [value] if isinstance(value, str) else value
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    elif origin is dict:
+        ok = isinstance(value, dict)
+    if not ok:
+        raise ConfigError(f"setting {name!r} must be {_type_name(hint)}, got {value!r}")
+    return value
+
+
+def check_types(values: dict[str, Any]) -> dict[str, Any]:
+    """Check (and where lossless, convert) every setting to its declared type, whatever its source (YAML, flags, --set, a sweep)."""
+    hints = typing.get_type_hints(TrainConfig)
+    return {key: _coerce(key, value, hints[key]) for key, value in values.items()}
 
 
 def _finite(x: float) -> bool:

@@ -1,6 +1,6 @@
 """Training corpus: a plain-text file (one sentence a line) or a Hugging Face ``datasets`` name.
 
-Bad lines never stop a run: undecodable and blank lines are skipped and counted.
+Bad lines never stop a run: undecodable and blank lines are skipped and counted (a file mostly undecodable is refused).
 """
 
 from __future__ import annotations
@@ -55,6 +55,12 @@ def read_text_corpus(path: str | Path, max_sentences: int | None = None) -> Corp
                 blank += 1
                 continue
             sentences.append(text)
+    if undecodable > len(sentences):
+        raise DataError(
+            f"training file {path} is mostly undecodable: {undecodable} of {undecodable + len(sentences)} non-blank line(s) "
+            "are not UTF-8 text; "
+            "pass a plain-text corpus, one sentence a line"
+        )
     if undecodable:
         log.warning("skipped %d undecodable line(s) of %s", undecodable, path)
     corpus = Corpus(sentences, str(path.resolve()), digest.hexdigest(), undecodable, blank)

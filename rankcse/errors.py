@@ -25,3 +25,19 @@ class TrainingDiverged(RankCSEError):
     def __init__(self, step: int, message: str) -> None:
         super().__init__(message)
         self.step = step
+
+
+class TrainingCollapsed(RankCSEError):
+    """The representation collapsed (see :mod:`rankcse.collapse`); training stops at that evaluation."""
+
+    #: Exit status of ``rankcse train`` for a collapsed run (2 is bad input).
+    exit_status = 3
+
+    def __init__(self, step: int, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.step = step
+        self.reason = reason or message
+
+
+class CheckpointWriteError(RankCSEError):
+    """A checkpoint could not be written (disk full, file-size limit); the previous whole one is kept."""

@@ -51,19 +51,30 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
-def read_jsonl(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], bool]:
-    """The records of a JSONL file and whether its tail was cut (a last line without newline that does not parse).
+def read_jsonl(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], str | None]:
+    """The JSON objects of a JSONL file, and what was wrong with it (None when whole).
 
-    A line that does not parse in the middle of the file is an error (the file is not what it claims to be).
+    Lines that do not parse are dropped and described: a crash cuts the last line ("its last line is cut
+    off"); any other bad line is counted, with the first one's number.
     """
-    text = Path(path).read_text(encoding="utf-8")
-    lines = text.split("\n")
-    tail = lines.pop()  # "" when the file ends with a newline
-    records = [json.loads(line) for line in lines if line.strip()]
-    if not tail.strip():
-        return records, False
-    try:
-        records.append(json.loads(tail))
-        return records, False
-    except json.JSONDecodeError:
-        return records, True
+    path = Path(path)
+    records: list[dict[str, Any]] = []
+    bad: list[int] = []
+    cut_end = False
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, 1):
+            text = line.strip()
+            if not text:
+                continue
+            try:
+                record = json.loads(text)
+                if not isinstance(record, dict):
+                    raise ValueError("not an object")
+                records.append(record)
+            except ValueError:
+                bad.append(number)
+                cut_end = not line.endswith("\n")
+    if not bad:
+        return records, None
+    where = "its last line is cut off" if bad == [max(bad)] and cut_end else f"{len(bad)} line(s) do not parse (first: line {bad[0]})"
+    return records, where

@@ -5,6 +5,7 @@ Values are raw correlations in [-1, 1]; multiplying by 100 is left to presentati
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,13 +22,17 @@ def cosine_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson correlation (scipy)."""
-    return float(stats.pearsonr(x, y)[0])
+    """Pearson correlation (scipy); (nearly) constant input, as from a collapsed model, gives its value without a warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (stats.NearConstantInputWarning, stats.ConstantInputWarning))
+        return float(stats.pearsonr(x, y)[0])
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """Spearman rank correlation (scipy; ties get average ranks)."""
-    return float(stats.spearmanr(x, y)[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        return float(stats.spearmanr(x, y)[0])
 
 
 def spearman_concat(system: Sequence[np.ndarray], gold: Sequence[np.ndarray]) -> float:

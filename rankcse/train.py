@@ -26,9 +26,10 @@ import torch
 from rankcse import checkpoint as ckpt
 from rankcse import provenance
 from rankcse.build import build_method, load_for_eval
+from rankcse.collapse import collapse_reason
 from rankcse.config import TrainConfig
 from rankcse.corpus import Corpus, batch_rng, batches_per_epoch, iterate_batches, load_corpus
-from rankcse.errors import ConfigError, TrainingDiverged
+from rankcse.errors import CheckpointWriteError, ConfigError, TrainingCollapsed, TrainingDiverged
 from rankcse.evaluation.final import final_scores
 from rankcse.evaluation.probing import TrainingProbe
 from rankcse.evaluation.step_eval import PRIMARY_METRIC, StepEvaluator
@@ -276,6 +277,8 @@ class Trainer:
         if clear:
             clear_run_files(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
+        if resume and resume_from is None and clear:
+            log.warning("--resume: %s holds no whole resume checkpoint (the run stopped before its first one); starting again from step 0", self.out)
         if resume_from is not None:
             self._load_resume(resume_from)
         else:
@@ -312,11 +315,29 @@ class Trainer:
         }
 
     def _save_best(self) -> None:
-        with ckpt.atomic_dir(self.out / "best") as folder:
-            ckpt.save_model(self.method, folder, self._meta(), self.provenance)
+        try:
+            with ckpt.atomic_dir(self.out / "best") as folder:
+                ckpt.save_model(self.method, folder, self._meta(), self.provenance)
+        except (OSError, RuntimeError) as exc:
+            raise self._write_failed("best checkpoint", self.out / "best", exc) from None
 
     def _save_resume(self) -> Path:
-        return ckpt.save_resume(self.out / "last", self.state.progress(), self.method, self.optimizer, self.scheduler, self.scaler, self.provenance, self.cfg.to_dict())
+        target = self.out / "last"
+        try:
+            return ckpt.save_resume(target, self.state.progress(), self.method, self.optimizer, self.scheduler, self.scaler, self.provenance, self.cfg.to_dict())
+        except (OSError, RuntimeError) as exc:
+            raise self._write_failed("resume checkpoint", target, exc) from None
+
+    def _write_failed(self, what: str, target: Path, exc: BaseException) -> CheckpointWriteError:
+        """The one-line error for a checkpoint that could not be written: what, where, and what is still intact."""
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "the write stopped short: disk full or file-size limit reached"
+        last = ckpt.find_complete(self.out / "last")
+        if last is not None:
+            step = json.loads((last / "checkpoint.json").read_text()).get("step") if (last / "checkpoint.json").is_file() else "?"
+            kept = f"the last whole resume checkpoint {last} (step {step}) is intact and --resume continues from it"
+        else:
+            kept = "no resume checkpoint was written yet, so --resume would start again from step 0"
+        return CheckpointWriteError(f"could not write the {what} in {target} at step {self.state.step} ({why}); {kept}; free space or raise the limit")
 
     def _load_resume(self, folder: Path) -> None:
         data = ckpt.load_resume(folder)
@@ -346,18 +367,27 @@ class Trainer:
         if self.prober is not None:  # linguistic probing every few evaluations (own seconds, not in eval_seconds)
             s = self.state
             values.update(self.prober(embed) if self.prober.due(s.step, s.step >= self.total_steps) else self.prober.empty_record())
-        self._track(values)
+        collapsed = collapse_reason({"step": self.state.step, **self.window.means(), **values}, (self._start_record() or {}).get("probe/erank_vne"), self.cfg.batch_size)
+        self._track(values, collapsed)
         record = self._record(values, eval_seconds)
+        if collapsed:
+            record["collapsed"] = True
         _append_jsonl(metrics_file, record)
         self.records.append(record)
         self.window.reset()
+        if collapsed:
+            s = self.state
+            kept = f"best/ keeps step {s.best_step}" if s.best_step is not None else "no model was kept"
+            message = (f"representation collapsed at step {s.step} ({collapsed}); training stopped, {kept}; "
+                       f"final.json records the collapse; lower --learning-rate (now {self.cfg.learning_rate:g})")
+            raise TrainingCollapsed(s.step, message, collapsed)
         self._log_eval(values, eval_seconds)
         return record
 
-    def _track(self, values: dict[str, Any]) -> None:
-        """Keep the best checkpoint by STS-B dev and feed the rank to the peak detector (the after-peak RR switch)."""
+    def _track(self, values: dict[str, Any], collapsed: str | None = None) -> None:
+        """Keep the best checkpoint by STS-B dev (never a collapsed model) and feed the rank to the peak detector (the after-peak RR switch)."""
         s, cfg = self.state, self.cfg
-        if s.step > 0 and values[PRIMARY_METRIC] > s.best_value:
+        if s.step > 0 and not collapsed and values[PRIMARY_METRIC] > s.best_value:
             s.best_value, s.best_step = values[PRIMARY_METRIC], s.step
             if cfg.save_best:
                 self._save_best()
@@ -388,6 +418,30 @@ class Trainer:
         record[f"best/{PRIMARY_METRIC}"] = s.best_value if math.isfinite(s.best_value) else None
         record["phase_online"] = PHASE_2 if s.detector.peak_step is not None else PHASE_1
         return _clean(record)
+
+    def _start_record(self) -> dict[str, Any] | None:
+        """The step-0 evaluation (the pre-trained model), if recorded."""
+        return next((r for r in self.records if r.get("step") == 0), None)
+
+    def _summary(self) -> dict[str, Any]:
+        """The fields every final.json starts with, including whether training improved on the pre-trained model."""
+        s = self.state
+        start = (self._start_record() or {}).get(PRIMARY_METRIC)
+        best = s.best_value if math.isfinite(s.best_value) else None
+        return {
+            "best_step": s.best_step,
+            f"best_{PRIMARY_METRIC}": best,
+            f"pretrained_{PRIMARY_METRIC}": start,
+            "no_improvement": bool(start is not None and (best is None or best <= start)),
+            "steps": s.step,
+            "train_seconds": s.train_seconds,
+            "eval_representation": self.method.eval_representation,
+        }
+
+    def _record_collapse(self, exc: TrainingCollapsed) -> None:
+        """Write final.json (no test scores: there is no model worth testing) and error.json for a collapsed run."""
+        write_json_atomic(self.out / ERROR_FILE, {"step": exc.step, "error": str(exc), "kind": "collapsed"})
+        write_json_atomic(self.out / FINAL_FILE, {**self._summary(), "collapsed": True, "collapse": {"step": exc.step, "reason": exc.reason}})
 
     def _log_eval(self, values: dict[str, Any], eval_seconds: float) -> None:
         s = self.state
@@ -503,6 +557,9 @@ class Trainer:
                         progress.restart(s.step)
                     if self.stop_requested is not None:
                         raise KeyboardInterrupt
+        except TrainingCollapsed as exc:
+            self._record_collapse(exc)
+            raise
         except KeyboardInterrupt:
             if s.step > 0 and self.checkpoint_every_evals and self.stop_requested is not None:
                 log.warning("stopped at step %d: saving a resume checkpoint in %s (continue with --resume)", s.step, self.out / "last")
@@ -515,13 +572,10 @@ class Trainer:
     def _final_evaluation(self) -> dict[str, Any]:
         """Score the best checkpoint (the last model without one) and write ``final.json``."""
         cfg, s = self.cfg, self.state
-        result: dict[str, Any] = {
-            "best_step": s.best_step,
-            f"best_{PRIMARY_METRIC}": s.best_value if math.isfinite(s.best_value) else None,
-            "steps": s.step,
-            "train_seconds": s.train_seconds,
-            "eval_representation": self.method.eval_representation,
-        }
+        result = self._summary()
+        if result["no_improvement"]:
+            log.warning("no trained evaluation beat the pre-trained model on STS-B dev (%.2f at step 0); "
+                        "the test scores below are of a worse model", 100 * result[f"pretrained_{PRIMARY_METRIC}"])
         if cfg.final_tasks or self.prober is not None or cfg.transfer_tasks:
             best = ckpt.find_complete(self.out / "best") if cfg.save_best else None
             method = load_for_eval(str(best)).to(self.device) if best else self.method

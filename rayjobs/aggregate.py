@@ -26,11 +26,11 @@ import numpy as np
 import pandas as pd
 
 from rankcse.config import DEFAULT_PHASE_METRIC, STS_TASKS
-from rankcse.errors import RankCSEError
+from rankcse.errors import ConfigError, DataError, RankCSEError
 from rankcse.phases import split_phases
 from rayjobs import schema
 from rayjobs.findings import compute_findings
-from rayjobs.histories import COMPLETED, CORE_KEYS, CORRUPT, DUPLICATE, Trial, read_experiment
+from rayjobs.histories import COLLAPSED, COMPLETED, CORE_KEYS, CORRUPT, DUPLICATE, ERRORED, INCOMPLETE, TRUNCATED, Trial, read_experiment
 from rayjobs.spec import cell_label
 from rayjobs.statistics import N_BOOT, bootstrap_mean_std, correlate, mean_of_correlations, trial_correlation, welch
 
@@ -129,10 +129,23 @@ def trial_row(trial: Trial, meta: dict[str, Any], quantities: dict[str, Any]) ->
     row.update(quantities)
     final = trial.final or {}
     row.update({k: final.get(k) for k in FINAL_SCORES})
+    row["no_improvement"] = no_improvement(trial)
     row["train_seconds"] = final.get("train_seconds")
     row.update({k: v for k, v in final.items() if k.startswith(("probing/", "transfer/")) and isinstance(v, (int, float))})
     row["config"] = json.dumps(trial.config, sort_keys=True, default=str)
     return row
+
+
+def no_improvement(trial: Trial) -> bool | None:
+    """Whether no trained evaluation beat the pre-trained model on STS-B dev (final.json says, else the history)."""
+    final = trial.final or {}
+    if isinstance(final.get("no_improvement"), bool):
+        return final["no_improvement"]
+    start = next((r.get("stsb_dev") for r in trial.records if r.get("step") == 0), None)
+    trained = [r.get("stsb_dev") for r in trial.records if r.get("step", 0) > 0 and isinstance(r.get("stsb_dev"), (int, float))]
+    if not isinstance(start, (int, float)) or not trained:
+        return None
+    return max(trained) <= start
 
 
 # -- across trials -------------------------------------------------------------------------------------
@@ -151,7 +164,7 @@ def summarize(trials: pd.DataFrame, group_keys: list[str], rng: np.random.Genera
             rows.append({**dict(zip(group_keys, key)), "metric": metric, **bootstrap_mean_std(values, rng, n_boot), "_values": values})
     summary = pd.DataFrame(rows)
     if summary.empty:
-        return pd.DataFrame(columns=[*group_keys, *schema.SUMMARY])
+        return pd.DataFrame(columns=list(dict.fromkeys([*group_keys, *schema.SUMMARY])))
     others = [k for k in group_keys if k != "rr_coef"]
     loose = [k for k in others if k != "rr_schedule"]  # RR off runs once whatever the schedule (SweepSpec.cells)
     base = {tuple(r[k] for k in others) + (r["metric"],): r for r in rows if r["rr_coef"] == 0}
@@ -260,7 +273,14 @@ def build_tables(experiment_dir: Path, rank_metric: str = DEFAULT_PHASE_METRIC, 
     """Read the experiment and compute every table; return (tables, trials as read, extra grid axes)."""
     experiment_dir = Path(experiment_dir).expanduser().resolve()
     sweep = experiment_dir.name
-    trials = select_trials(read_experiment(experiment_dir), only or {})
+    trials = read_experiment(experiment_dir)
+    if not trials:
+        raise DataError(f"no trial folders in {experiment_dir}; pass the folder a sweep or `rankcse train` runs wrote")
+    if all(t.status == CORRUPT for t in trials):
+        first = trials[0]
+        raise DataError(f"no readable trial in {experiment_dir}: {len(trials)} trial folder(s) skipped as unreadable "
+                        f"(first: {first.path}: {first.error})")
+    trials = select_trials(trials, only or {})
     rank_column = f"probe/{rank_metric}"
     axes = sorted({k for t in trials for k in t.axes if k not in CORE_KEYS})
     step_frames, trial_rows = [], []
@@ -282,7 +302,10 @@ def build_tables(experiment_dir: Path, rank_metric: str = DEFAULT_PHASE_METRIC, 
     summary = schema.conform(summary, "summary", axes)
     rank_columns = list(dict.fromkeys([rank_column, ENERGY, VNE]))
     corr = schema.conform(correlations(steps, trials_table, summary, group_keys, rank_columns, rng, n_boot), "correlations")
-    found = schema.conform(compute_findings(steps, trials_table, axes, window, n_boot, seed), "findings")
+    # compute_findings needs at least one completed trial (with none there is nothing to find)
+    any_done = bool((trials_table["status"] == COMPLETED).any())
+    found = compute_findings(steps, trials_table, axes, window, n_boot, seed) if any_done else pd.DataFrame(columns=list(schema.FINDINGS))
+    found = schema.conform(found, "findings")
     tables = {"steps": steps, "trials": trials_table, "summary": summary, "correlations": corr, "findings": found}
     probing_cols = [c for c in steps.columns if c.startswith("probing/")]
     if probing_cols and steps[probing_cols].notna().any().any():
@@ -300,8 +323,13 @@ def aggregate(experiment_dir: str | Path, output_dir: str | Path, rank_metric: s
     started = time.perf_counter()
     experiment_dir = Path(experiment_dir).expanduser().resolve()
     output_dir = Path(output_dir).expanduser().resolve()
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"--output-dir {output_dir} is a file; pass a folder")
     tables, trials, axes = build_tables(experiment_dir, rank_metric, window, n_boot, seed, only)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create --output-dir {output_dir} ({exc.strerror}); pass a folder you can write") from None
     files: dict[str, Path] = {}
     # How the findings were computed, so they can be recomputed from the steps and trials tables alone.
     findings_params = {"rankcse.findings": json.dumps({"window": window, "n_boot": n_boot, "seed": seed})}
@@ -309,7 +337,8 @@ def aggregate(experiment_dir: str | Path, output_dir: str | Path, rank_metric: s
         files[name] = schema.write_table(frame, output_dir / f"{name}.parquet", name, axes if name in ("steps", "trials", "summary") else (),
                                          findings_params if name == "findings" else None)
     skipped = [(t.path, t.error or "unreadable") for t in trials if t.status == CORRUPT]
-    counts = {s: sum(1 for t in trials if t.status == s) for s in (COMPLETED, "errored", "incomplete", DUPLICATE, CORRUPT)}
+    statuses = (COMPLETED, TRUNCATED, COLLAPSED, ERRORED, INCOMPLETE, DUPLICATE, CORRUPT)
+    counts = {s: sum(1 for t in trials if t.status == s) for s in statuses}
     figure_files: dict[str, Path] = {}
     if figures:
         from rayjobs.figures import draw_figures
@@ -360,8 +389,6 @@ def register_command(sub: argparse._SubParsersAction) -> tuple[str, Any]:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Run an aggregation from parsed flags; print where the results are."""
-    from rankcse.errors import ConfigError
-
     if args.smooth < 1 or args.n_boot < 10:
         raise ConfigError("--smooth must be >= 1 and --n-boot >= 10")
     output = args.output_dir or Path("results") / Path(args.experiment_dir).resolve().name

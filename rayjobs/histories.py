@@ -23,10 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from rankcse.errors import ConfigError
-from rankcse.io import CONFIG_FILE, FINAL_FILE, METRICS_FILE
+from rankcse.io import CONFIG_FILE, FINAL_FILE, METRICS_FILE, read_jsonl
 from rayjobs.spec import read_sweep_record
 
 COMPLETED, ERRORED, INCOMPLETE, CORRUPT, DUPLICATE = "completed", "errored", "incomplete", "corrupt", "duplicate"
+#: A finished trial whose history of evaluations is cut (rows are missing); one whose representation collapsed.
+TRUNCATED, COLLAPSED = "truncated", "collapsed"
+#: Order of preference when a grid cell has several folders.
+PREFERENCE = {COMPLETED: 5, TRUNCATED: 4, COLLAPSED: 3, INCOMPLETE: 2, ERRORED: 1}
 #: Folders never searched for trials.
 SKIP_DIRS = {"run", "best", "last", ".rankcse", "__pycache__"}
 CORE_KEYS = ("method", "seed", "rr_coef", "rr_schedule", "model")
@@ -58,19 +62,49 @@ def _read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """JSON lines; a line cut off by a crash (only the last one can be) is dropped."""
-    out = []
-    with path.open() as handle:
-        for line in handle:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
+def _read_jsonl(path: Path, damage: list[str] | None = None) -> list[dict[str, Any]]:
+    """JSON lines (:func:`rankcse.io.read_jsonl`); what was wrong with the file is appended to ``damage``."""
+    records, where = read_jsonl(path)
+    if where and damage is not None:
+        damage.append(f"{path.parent.name}/{path.name}: {where}")
+    return records
+
+
+def expected_eval_steps(last_step: int, eval_every: int) -> list[int]:
+    """The steps the trainer evaluates at up to ``last_step``: 0, every ``eval_every`` steps, and the last step."""
+    return sorted({0, last_step, *range(eval_every, last_step + 1, eval_every)})
+
+
+def missing_evaluations(records: list[dict[str, Any]], config: dict[str, Any], final: dict[str, Any] | None) -> list[int]:
+    """Evaluation steps absent from the history, up to the final step (or the last recorded one)."""
+    eval_every = config.get("eval_every")
+    steps = {int(r["step"]) for r in records if isinstance(r.get("step"), (int, float)) and math.isfinite(r["step"])}
+    last = (final or {}).get("steps")
+    last = int(last) if isinstance(last, (int, float)) and math.isfinite(last) else max(steps, default=None)
+    if not isinstance(eval_every, int) or eval_every < 1 or last is None:
+        return []
+    return [s for s in expected_eval_steps(last, eval_every) if s not in steps]
+
+
+def _status(final: dict[str, Any] | None, error: str | None, damage: list[str], missing: list[int], n_records: int,
+            ) -> tuple[str, str | None]:
+    """Status and error text of a trial from what was read: collapse, a cut history and failures are all named."""
+    notes = []
+    if final is not None and final.get("collapsed"):
+        collapse = final.get("collapse") or {}
+        step, reason = collapse.get("step", final.get("steps")), collapse.get("reason", "see final.json")
+        notes.append(f"representation collapsed at step {step}: {reason}")
+    if missing:
+        shown = ", ".join(str(s) for s in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        notes.append(f"history cut: {len(missing)} evaluation(s) missing (steps {shown}); {n_records} row(s) remain")
+    notes += damage
+    if error:
+        notes.append(error)
+    if final is not None:
+        status = COLLAPSED if final.get("collapsed") else (TRUNCATED if missing or damage else COMPLETED)
+    else:
+        status = ERRORED if error else INCOMPLETE
+    return status, "; ".join(notes) or None
 
 
 def dedupe_by_step(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -106,9 +140,11 @@ def read_sweep_spec(experiment_dir: Path) -> dict[str, Any] | None:
 def read_tune_trial(folder: Path, root: Path, spec: dict[str, Any] | None = None) -> Trial:
     """A trial folder written by Tune (and ``rayjobs/trainable.py``); ``spec`` is the sweep's recorded spec."""
     rel = folder.relative_to(root).as_posix()
+    damage: list[str] = []
     try:
         params = _read_json(folder / "params.json") if (folder / "params.json").is_file() else None
-        rows = _read_jsonl(folder / "result.json") if (folder / "result.json").is_file() else []
+        tune_damage: list[str] = []  # Tune's own log; it is the history only when the run folder is absent
+        rows = _read_jsonl(folder / "result.json", tune_damage) if (folder / "result.json").is_file() else []
         if params is None:
             params = next((r["config"] for r in rows if isinstance(r.get("config"), dict)), None)
         if not isinstance(params, dict):
@@ -118,9 +154,10 @@ def read_tune_trial(folder: Path, root: Path, spec: dict[str, Any] | None = None
         fixed = dict((spec or {}).get("train") or {})
         config = _read_json(run / CONFIG_FILE) if (run / CONFIG_FILE).is_file() else {**fixed, **axes}
         if (run / METRICS_FILE).is_file():
-            records = _read_jsonl(run / METRICS_FILE)
+            records = _read_jsonl(run / METRICS_FILE, damage)
         else:
             records = [r for r in rows if r.get("kind") == "eval"]
+            damage, tune_damage = tune_damage, []
         final = _read_json(run / FINAL_FILE) if (run / FINAL_FILE).is_file() else None
         if final is None:
             last = next((r for r in reversed(rows) if r.get("kind") == "final"), None)
@@ -132,24 +169,37 @@ def read_tune_trial(folder: Path, root: Path, spec: dict[str, Any] | None = None
     error, failures = _tune_error(folder)
     # Tune's id is in every result row; a trial that never reported has it at the start of its folder name.
     trial_id = str(rows[0]["trial_id"]) if rows and rows[0].get("trial_id") else "_".join(folder.name.split("_")[:2])
-    status = COMPLETED if final is not None else (ERRORED if error else INCOMPLETE)
-    return Trial(trial_id, rel, "tune", status, config, axes, dedupe_by_step(records), final, error if status != COMPLETED else None, failures)
+    records = dedupe_by_step(records)
+    if not isinstance(config, dict):
+        return Trial(folder.name, rel, "tune", CORRUPT, error="unreadable trial folder: run/config.json is not a mapping")
+    if final is not None and not isinstance(final, dict):
+        return Trial(folder.name, rel, "tune", CORRUPT, error="unreadable trial folder: run/final.json is not a mapping")
+    status, note = _status(final, error, damage, missing_evaluations(records, config, final), len(records))
+    if tune_damage:  # the run folder's history is whole; still say that Tune's log is damaged
+        note = "; ".join([*([note] if note else []), *(f"{d} (Tune's log; the run folder's history is used)" for d in tune_damage)])
+    return Trial(trial_id, rel, "tune", status, config, axes, records, final, note, failures)
 
 
 def read_plain_run(folder: Path, root: Path) -> Trial:
     """An output folder of ``rankcse train``."""
     rel = folder.relative_to(root).as_posix() or "."
+    damage: list[str] = []
     try:
         config = _read_json(folder / CONFIG_FILE)
-        records = _read_jsonl(folder / METRICS_FILE) if (folder / METRICS_FILE).is_file() else []
+        records = _read_jsonl(folder / METRICS_FILE, damage) if (folder / METRICS_FILE).is_file() else []
         final = _read_json(folder / FINAL_FILE) if (folder / FINAL_FILE).is_file() else None
         error = _read_json(folder / "error.json").get("error") if (folder / "error.json").is_file() else None
         if not isinstance(config, dict):
             raise ValueError("config.json is not a mapping")
+        if final is not None and not isinstance(final, dict):
+            raise ValueError("final.json is not a mapping")
     except (OSError, ValueError, AttributeError) as exc:
         return Trial(trial_id=rel, path=rel, layout="run", status=CORRUPT, error=f"unreadable run folder: {exc}")
-    status = COMPLETED if final is not None else (ERRORED if error else INCOMPLETE)
-    return Trial(rel, rel, "run", status, config, {}, dedupe_by_step(records), final, error if status != COMPLETED else None, 1 if error else 0)
+    records = dedupe_by_step(records)
+    if final is not None and final.get("collapsed"):
+        error = None  # error.json repeats the collapse that final.json records
+    status, note = _status(final, error, damage, missing_evaluations(records, config, final), len(records))
+    return Trial(rel, rel, "run", status, config, {}, records, final, note, 1 if error else 0)
 
 
 def _walk(root: Path) -> Iterator[tuple[Path, str]]:
@@ -187,7 +237,7 @@ def read_experiment(root: str | Path) -> list[Trial]:
 
     trials = [read_tune_trial(f, root, spec_of(f)) if layout == "tune" else read_plain_run(f, root) for f, layout in _walk(root)]
     trials.sort(key=lambda t: t.path)
-    rank = {COMPLETED: 3, INCOMPLETE: 2, ERRORED: 1}
+    rank = PREFERENCE
     best: dict[tuple, Trial] = {}
     for t in trials:
         if t.status == CORRUPT:

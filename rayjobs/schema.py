@@ -64,8 +64,9 @@ TRIALS: dict[str, tuple[str, str]] = {
     "seed": ("int64", "seed"),
     "path": ("string", "trial folder, relative to the experiment folder"),
     "layout": ("string", "tune (a sweep trial) or run (a plain rankcse train folder)"),
-    "status": ("string", "completed, errored, incomplete or duplicate (a repeated grid cell; the best copy is kept)"),
-    "error": ("string", "last failure message of an errored or incomplete trial"),
+    "status": ("string", "completed, truncated (finished, but its history of evaluations is cut), collapsed (stopped: the representation "
+               "collapsed), errored, incomplete or duplicate (a repeated grid cell; the best copy is kept)"),
+    "error": ("string", "what went wrong: the collapse, a cut history (rows missing, lines that do not parse), the last failure message"),
     "attempts_failed": ("int64", "failed attempts Tune recorded (retried from the last checkpoint)"),
     "n_evals": ("int64", "evaluations recorded"),
     "steps_done": ("int64", "last evaluated step"),
@@ -91,6 +92,7 @@ TRIALS: dict[str, tuple[str, str]] = {
     "stsb": ("float64", "STS-B test"),
     "sickr": ("float64", "SICK-R test"),
     "avg": ("float64", "mean of the final test scores that were run"),
+    "no_improvement": ("bool", "no trained evaluation beat the pre-trained model (step 0) on STS-B dev: the scores are of a worse model"),
     "config": ("string", "the trial's full rankcse settings, JSON"),
 }
 TRIALS_PREFIXES = {"probing/": "probing accuracy of the best checkpoint (full setting)", "transfer/": "transfer-task accuracy of the best checkpoint"}
@@ -199,7 +201,7 @@ def _cast(values: pd.Series, dtype: str) -> pd.Series:
     if dtype == "string":
         return values.astype("string")
     if dtype == "bool":
-        return values.astype("bool")
+        return values.astype("boolean") if values.isna().any() else values.astype("bool")  # unknown stays empty, not False
     if dtype == "int64":
         numeric = pd.to_numeric(values, errors="coerce")
         return numeric.astype("Int64") if numeric.isna().any() else numeric.astype("int64")

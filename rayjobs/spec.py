@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from rankcse.config import TrainConfig
+from rankcse.config import TrainConfig, yaml_problem
 from rankcse.errors import ConfigError
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
@@ -105,12 +105,20 @@ class SweepSpec:
             if key not in SPEC_KEYS:
                 close = difflib.get_close_matches(key, SPEC_KEYS, n=1)
                 raise ConfigError(f"{source}: unknown key {key!r}" + (f"; did you mean {close[0]!r}?" if close else f"; use {', '.join(SPEC_KEYS)}"))
+        try:
+            return cls._build(data, source)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: a value has the wrong type ({exc}); grid, train, resources are mappings") from None
+
+    @classmethod
+    def _build(cls, data: dict[str, Any], source: str) -> SweepSpec:
         grid = dict(data.get("grid") or {})
         resources = dict(data.get("resources") or {})
         unknown = sorted(set(resources) - {"cpus_per_trial", "gpus_per_trial"})
         if unknown:
             raise ConfigError(f"{source}: unknown resource {unknown[0]!r}; use cpus_per_trial and gpus_per_trial")
         fault = data.get("fault")
+        max_concurrent = data.get("max_concurrent")
         spec = cls(
             name=str(data.get("name") or "sweep"),
             description=str(data.get("description") or ""),
@@ -118,7 +126,7 @@ class SweepSpec:
             train=dict(data.get("train") or {}),
             cpus_per_trial=float(resources.get("cpus_per_trial", 1)),
             gpus_per_trial=float(resources.get("gpus_per_trial", 0)),
-            max_concurrent=data.get("max_concurrent"),
+            max_concurrent=int(max_concurrent) if max_concurrent is not None else None,
             max_failures=int(data.get("max_failures", 1)),
             keep_best_checkpoint=bool(data.get("keep_best_checkpoint", True)),
             fault=Fault(**fault) if isinstance(fault, dict) else None,
@@ -136,7 +144,9 @@ class SweepSpec:
         try:
             data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
-            raise ConfigError(f"preset {path} is not valid YAML: {exc}") from None
+            raise ConfigError(f"preset {path} is not valid YAML ({yaml_problem(exc)})") from None
+        except (UnicodeDecodeError, OSError) as exc:
+            raise ConfigError(f"preset {path} cannot be read as text ({type(exc).__name__}); pass a YAML file") from None
         return cls.from_dict(data, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
@@ -195,8 +205,8 @@ class SweepSpec:
         return {"device": "cuda" if self.gpus_per_trial > 0 else "cpu", "num_threads": max(1, int(self.cpus_per_trial))}
 
     # -- validation -------------------------------------------------------------------------------
-    def validate(self) -> list[TrainConfig]:
-        """Check the spec and every cell; return the resolved configs or raise :class:`ConfigError`."""
+    def validate(self, check_files: bool = True) -> list[TrainConfig]:
+        """Check the spec and every cell (and that the training file exists, unless not ``check_files``); return the resolved configs."""
         if not self.name or any(c in self.name for c in "/\\") or self.name.startswith("."):
             raise ConfigError(f"sweep name {self.name!r} must be a plain folder name")
         for axis in CORE_AXES:
@@ -233,10 +243,25 @@ class SweepSpec:
                 configs.append(self.trial_config(cell).resolved())
             except ConfigError as exc:
                 raise ConfigError(f"grid cell {cell_label(cell)}: {exc}") from None
+        missing = self.missing_train_file()
+        if missing and check_files:
+            raise ConfigError(missing)
+        return configs
+
+    def missing_train_file(self) -> str | None:
+        """What to say when the training file is not on this machine (None when it is, or none is named)."""
         train_file = self.train.get("train_file")
         if train_file and not Path(str(train_file)).expanduser().is_file():
-            raise ConfigError(f"training file {train_file} does not exist on this machine; download it (see the preset's comment) or pass --train-file")
-        return configs
+            return f"training file {train_file} does not exist on this machine; download it (see the preset's comment) or pass --train-file"
+        return None
+
+    def check_train_file(self) -> None:
+        """Refuse a training file that is mostly not text (sampled from its start), before any trial starts."""
+        train_file = self.train.get("train_file")
+        if train_file and Path(str(train_file)).expanduser().is_file():
+            from rankcse.corpus import read_text_corpus
+
+            read_text_corpus(str(train_file), max_sentences=1000)
 
 
 def cell_label(cell: dict[str, Any]) -> str:

@@ -211,12 +211,15 @@ def run_sweep(args: argparse.Namespace) -> int:
     elif experiment_dir.exists():
         if not args.overwrite:
             raise ConfigError(f"experiment {experiment_dir} exists; pass --resume to continue it, --overwrite to replace it, or --name NEW")
-    configs = spec.validate()
+    configs = spec.validate(check_files=not args.dry_run)
+    spec.check_train_file()
     cells = spec.cells()
     skipped = spec.skipped_cells()
     shape = " x ".join(f"{len(v)} {k}" for k, v in spec.axes().items()) + (f", less {skipped} RR-off repeats" if skipped else "")
     print(f"sweep {spec.name}: {len(cells)} trials ({shape}), {spec.cpus_per_trial:g} CPU + {spec.gpus_per_trial:g} GPU each -> {experiment_dir}", flush=True)
     if args.dry_run:
+        if spec.missing_train_file():
+            print(f"warning: {spec.missing_train_file()} before the real run", file=sys.stderr, flush=True)
         for cell, cfg in zip(cells, configs):
             steps = cfg.max_steps or f"{cfg.epochs} epoch(s)"
             print(f"  {cell_label(cell)}: {cfg.model}, batch {cfg.batch_size}, lr {cfg.learning_rate:g}, {steps} steps, eval every {cfg.eval_every}")

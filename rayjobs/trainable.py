@@ -5,6 +5,10 @@ resume state and the best checkpoint survive a failed attempt, a lost worker and
 Each report that follows a saved resume state carries a small Tune checkpoint pointing at it, so
 Tune knows where every trial stands; the heavy state is written once, by the trainer, not copied
 again by Tune. The last report of a finished trial carries a ``done`` checkpoint.
+
+A run whose representation collapses (:class:`rankcse.errors.TrainingCollapsed`) ends the trial at once with
+a terminal ``final`` report marked ``final/collapsed``: Tune has no error type it does not retry, and a
+retry would only collapse again. The aggregator lists such a trial as ``collapsed`` (from ``run/final.json``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 from ray import tune
 
 from rankcse.config import STS_TASKS
+from rankcse.errors import TrainingCollapsed
 from rankcse.io import FINAL_FILE
 from rankcse.train import run
 from rayjobs.ray_compat import CHECKPOINT_LOGGER
@@ -29,7 +34,7 @@ POINTER_FILE = "rankcse_checkpoint.json"
 FAULT_COUNT_FILE = "injected_faults.json"
 #: Shown first, so Tune's status table (which picks the first few metrics) shows these.
 HEADLINE = ("step", "stsb_dev", "probe/erank_vne", "probe/energy_rank_99")
-FINAL_KEYS = (*STS_TASKS, "avg", "best_step", "best_stsb_dev", "train_seconds")
+FINAL_KEYS = (*STS_TASKS, "avg", "best_step", "best_stsb_dev", "train_seconds", "collapsed", "no_improvement")
 
 log = logging.getLogger("rayjobs")
 
@@ -113,7 +118,11 @@ def train_trial(config: dict[str, Any], sweep: dict[str, Any], trial_logs: bool 
         cfg = spec.trial_config(cell)
         fault = spec.fault if spec.fault and spec.fault.matches(cell) else None
         # resume=True continues from run/last when an earlier attempt saved one, and starts afresh otherwise.
-        final = run(cfg, run_dir, report=TuneReporter(run_dir, fault), resume=True).final or {}
+        try:
+            final = run(cfg, run_dir, report=TuneReporter(run_dir, fault), resume=True).final or {}
+        except TrainingCollapsed as exc:
+            log.error("trial %s: %s", cell_label(cell), exc)
+            final = json.loads(final_file.read_text())  # the trainer recorded the collapse there
     _finish(run_dir, final, keep_best=spec.keep_best_checkpoint)
 
 

@@ -197,7 +197,9 @@ def test_plain_train_runs_are_read_too(tmp_path):
     (run / "final.json").write_text(json.dumps({"stsb": 0.75, "avg": 0.75, "steps": 200}))
     result = aggregate(tmp_path / "runs", tmp_path / "out", n_boot=50, figures=False)
     trials = pd.read_parquet(tmp_path / "out" / "trials.parquet")
-    assert result.counts["completed"] == 1 and trials["layout"].item() == "run" and trials["n_evals"].item() == STEPS.size  # the cut-off line is dropped
+    # the cut-off line is dropped, and the trial is listed as truncated, not completed
+    assert result.counts["truncated"] == 1 and trials["layout"].item() == "run" and trials["n_evals"].item() == STEPS.size
+    assert trials["status"].item() == "truncated" and "last line is cut off" in trials["error"].item()
 
 
 def test_documented_schema_is_the_one_in_the_code():

@@ -172,7 +172,7 @@ def test_esimcse_resume_restores_queue_and_momentum_encoder(tiny_model_dir, tiny
     for name in ("resumed", "resumed_without_extra"):
         with pytest.raises(RuntimeError, match="simulated crash"):
             run(cfg, tmp_path / name, report=crash)
-    state = torch.load(tmp_path / "resumed" / "last" / ckpt.STATE_FILE, weights_only=False)
+    state = torch.load(tmp_path / "resumed" / "last" / ckpt.STATE_FILE, weights_only=True)  # plain tensors: no code runs
     assert state["method_extra"]["queue"].shape == (12, 32) and "momentum_encoder" in state["method_extra"]
     assert not any(k.startswith("queue") for k in state["method"])  # carried by extra_state, not the state dict
     run(cfg, tmp_path / "resumed", resume=True)
