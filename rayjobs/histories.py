@@ -42,6 +42,7 @@ class Trial:
     final: dict[str, Any] | None = None
     error: str | None = None
     attempts_failed: int = 0
+    device: str | None = None  # torch device the run trained on (its provenance.json)
 
     @property
     def cell(self) -> tuple:
@@ -130,7 +131,7 @@ def read_tune_trial(folder: Path, root: Path, spec: dict[str, Any] | None = None
     # Tune's id is in every result row; a trial that never reported has it at the start of its folder name.
     trial_id = str(rows[0]["trial_id"]) if rows and rows[0].get("trial_id") else "_".join(folder.name.split("_")[:2])
     status = COMPLETED if final is not None else (ERRORED if error else INCOMPLETE)
-    return Trial(trial_id, rel, "tune", status, config, axes, dedupe_by_step(records), final, error if status != COMPLETED else None, failures)
+    return Trial(trial_id, rel, "tune", status, config, axes, dedupe_by_step(records), final, error if status != COMPLETED else None, failures, _device(run))
 
 
 def read_plain_run(folder: Path, root: Path) -> Trial:
@@ -146,7 +147,16 @@ def read_plain_run(folder: Path, root: Path) -> Trial:
     except (OSError, ValueError, AttributeError) as exc:
         return Trial(trial_id=rel, path=rel, layout="run", status=CORRUPT, error=f"unreadable run folder: {exc}")
     status = COMPLETED if final is not None else (ERRORED if error else INCOMPLETE)
-    return Trial(rel, rel, "run", status, config, {}, dedupe_by_step(records), final, error if status != COMPLETED else None, 1 if error else 0)
+    return Trial(rel, rel, "run", status, config, {}, dedupe_by_step(records), final, error if status != COMPLETED else None, 1 if error else 0, _device(folder))
+
+
+def _device(run: Path) -> str | None:
+    """The device a run trained on, from its provenance record (None before it started)."""
+    try:
+        device = _read_json(run / "provenance.json").get("device")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(device) if device is not None else None
 
 
 def _walk(root: Path) -> Iterator[tuple[Path, str]]:
