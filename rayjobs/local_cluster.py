@@ -2,6 +2,7 @@
 
     python -m rayjobs.local_cluster up [--max-workers N] [--cpus-per-worker C] [--gpus-per-worker G]
     python -m rayjobs.local_cluster status
+    python -m rayjobs.local_cluster address      # just the address: --address $(python -m rayjobs.local_cluster address)
     python -m rayjobs.local_cluster down
 
 ``up`` runs ``RAY_FAKE_CLUSTER=1 ray start --head --block --autoscaling-config ...`` in a session of
@@ -258,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--cpus-per-worker", type=float, default=2.0, help="CPUs each worker node declares")
     u.add_argument("--gpus-per-worker", type=float, default=1.0, help="(fake) GPUs each worker node declares")
     sub.add_parser("down", help="stop every process up started (never `ray stop`)")
-    sub.add_parser("status", help="print the address of the running cluster")
+    sub.add_parser("status", help="print the address of the running cluster and its live worker nodes")
+    sub.add_parser("address", help="print only the address, for --address $(python -m rayjobs.local_cluster address)")
     return p
 
 
@@ -282,8 +284,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             state = read_state()
             if state is None:
-                print("local cluster: not running")
+                print("local cluster: not running; start it with `python -m rayjobs.local_cluster up`", file=sys.stderr if args.command == "address" else sys.stdout)
                 return 1
+            if args.command == "address":
+                print(state["address"])
+                return 0
             _print_state(state)
             print(f"worker nodes alive: {len(worker_nodes(state))}")
         return 0
