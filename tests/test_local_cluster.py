@@ -22,7 +22,7 @@ from rayjobs import local_cluster
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP = [sys.executable, str(ROOT / "rayjobs" / "sweep.py")]
 pytestmark = pytest.mark.slow
-MAX_STEPS, EVAL_EVERY = 300, 25
+MAX_STEPS, EVAL_EVERY = 150, 25
 TIMING = ("train_seconds", "eval_seconds", "probing_seconds")
 
 
@@ -161,7 +161,7 @@ def test_node_loss_resumes_trials_on_another_node_with_the_same_numbers(cluster,
     assert "Trained on: cpu (4 trials)." in (tmp_path / "out" / "report.md").read_text()
     single = pd.read_parquet(tmp_path / "single" / "steps.parquet")
     key = ["method", "rr_coef", "seed", "step"]
-    numbers = [c for c in steps.columns if c not in (*TIMING, "trial_id", "sweep") and pd.api.types.is_float_dtype(steps[c])]
+    numbers = [c for c in steps.columns if c not in (*TIMING, *key, "trial_id", "sweep") and pd.api.types.is_float_dtype(steps[c])]
     merged = steps.merge(single, on=key, suffixes=("", "_single"))
     assert len(merged) == len(steps) == len(single) and len(numbers) > 10
     for column in numbers:
