@@ -119,6 +119,19 @@ def up(max_workers: int = 2, cpus_per_worker: float = 2.0, gpus_per_worker: floa
     running = read_state()
     if running is not None:
         raise AlreadyUp(running)
+    attempts = 2  # Ray gives a node 30 s to register with the GCS (fixed); a busy machine can miss that once
+    for attempt in range(1, attempts + 1):
+        try:
+            return _start(max_workers, cpus_per_worker, gpus_per_worker, timeout)
+        except ConfigError as exc:
+            if attempt == attempts or "timed out during startup" not in str(exc):
+                raise
+            print(f"local cluster: {exc}; trying again", file=sys.stderr)
+    raise AssertionError("unreachable")
+
+
+def _start(max_workers: int, cpus_per_worker: float, gpus_per_worker: float, timeout: float) -> dict[str, Any]:
+    """One ``ray start --head --block`` in a new session, on fresh ports; its state once Ray says it started."""
     import ray._private.services as services
 
     folder = state_dir()
@@ -137,9 +150,9 @@ def up(max_workers: int = 2, cpus_per_worker: float = 2.0, gpus_per_worker: floa
         sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--autoscaling-config={config_path}",
         f"--port={gcs}", f"--node-ip-address={ip}", "--num-cpus=0", "--num-gpus=0", f"--temp-dir={tmp}",
         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
-        f"--dashboard-agent-listen-port={agent_http}", f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={runtime_env}",
-        f"--metrics-export-port={metrics}", f"--node-manager-port={node_manager}", f"--object-manager-port={object_manager}",
-        "--disable-usage-stats",
+        f"--dashboard-agent-listen-port={agent_http}", f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}", f"--node-manager-port={node_manager}",
+        f"--object-manager-port={object_manager}", "--disable-usage-stats",
     ]
     log_path = folder / "ray_start.log"
     with log_path.open("w") as log:
@@ -153,9 +166,10 @@ def up(max_workers: int = 2, cpus_per_worker: float = 2.0, gpus_per_worker: floa
     deadline = time.monotonic() + timeout
     while "Ray runtime started" not in log_path.read_text(errors="replace"):
         if proc.poll() is not None or time.monotonic() > deadline:
-            tail = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()][-1:] or ["(no output)"]
+            lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+            how = f"exit {proc.returncode}" if proc.returncode is not None else "timeout"
             _stop_session(proc.pid)
-            raise ConfigError(f"ray start failed ({'exit ' + str(proc.returncode) if proc.returncode is not None else 'timeout'}): {tail[0]} (log: {log_path})")
+            raise ConfigError(f"ray start failed ({how}): {lines[-1] if lines else '(no output)'} (log: {log_path})")
         time.sleep(0.3)
     state["pids"] = session_pids(proc.pid)
     (folder / STATE_FILE).write_text(json.dumps(state, indent=1))
