@@ -48,7 +48,8 @@ def main() -> None:
     os.environ[local_cluster.DIR_ENV] = env[local_cluster.DIR_ENV]
     model = tiny_model(work / "tiny")
     common = ["--preset", "smoke", "--model", model, "--methods", "simcse", "--rr-coefs", "0", "0.1", "--num-seeds", str(args.seeds),
-              "--max-steps", str(args.steps), "--eval-every", str(max(1, args.steps // 4)), "--set", "probe_size=64", "--set", "final_tasks=[stsb]",
+              "--max-steps", str(args.steps), "--eval-every", str(max(1, args.steps // 4)), "--set", "probe_size=64",
+              "--set", "final_tasks=[stsb]",
               "--set", "batch_size=8", "--storage-path", str(work / "ray"), "--no-aggregate"]
     sweep = [sys.executable, str(ROOT / "rayjobs" / "sweep.py")]
     rows: list[tuple[str, float]] = []
@@ -58,7 +59,8 @@ def main() -> None:
         rows.append(("up (head node ready)", time.monotonic() - t0))
         state = json.loads((work / "lc" / local_cluster.STATE_FILE).read_text())
         start = time.monotonic()
-        driver = subprocess.Popen([*sweep, *common, "--name", "cluster", "--address", state["address"], "--gpus-per-trial", "0.5", "--allow-cpu-on-gpu"],
+        driver = subprocess.Popen([*sweep, *common, "--name", "cluster", "--address", state["address"], "--gpus-per-trial", "0.5",
+                                   "--allow-cpu-on-gpu"],
                                   env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         marks: dict[str, float] = {}
         while driver.poll() is None:

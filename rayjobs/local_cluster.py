@@ -156,7 +156,8 @@ def _start(max_workers: int, cpus_per_worker: float, gpus_per_worker: float, tim
     ]
     log_path = folder / "ray_start.log"
     with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd=ROOT)
     state = {
         "sid": proc.pid,
         "address": f"{ip}:{gcs}", "dashboard": f"http://127.0.0.1:{dashboard}", "auth_mode": auth_mode, "ray_tmpdir": str(tmp),
@@ -266,7 +267,8 @@ def _print_state(state: dict[str, Any]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
-    p = argparse.ArgumentParser(prog="python -m rayjobs.local_cluster", description="Start or stop a rehearsal Ray cluster (cluster-local.yaml) on this machine.")
+    p = argparse.ArgumentParser(prog="python -m rayjobs.local_cluster",
+                                description="Start or stop a rehearsal Ray cluster (cluster-local.yaml) on this machine.")
     sub = p.add_subparsers(dest="command", required=True)
     u = sub.add_parser("up", help="start the head node; the autoscaler adds fake GPU workers on demand")
     u.add_argument("--max-workers", type=int, default=2, help="most worker nodes at once")
@@ -298,7 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             state = read_state()
             if state is None:
-                print("local cluster: not running; start it with `python -m rayjobs.local_cluster up`", file=sys.stderr if args.command == "address" else sys.stdout)
+                where = sys.stderr if args.command == "address" else sys.stdout
+                print("local cluster: not running; start it with `python -m rayjobs.local_cluster up`", file=where)
                 return 1
             if args.command == "address":
                 print(state["address"])

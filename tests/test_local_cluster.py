@@ -36,7 +36,8 @@ def _env(folder: Path) -> dict[str, str]:
 
 
 def _lc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rayjobs.local_cluster", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=180)
+    cmd = [sys.executable, "-m", "rayjobs.local_cluster", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=180)
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +46,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
     folder = Path(tempfile.mkdtemp(prefix="rtlc", dir="/tmp"))  # short: Ray's socket paths live under it
     env = _env(folder)
     by_env = {**env, "RAY_TMPDIR": tempfile.mkdtemp(prefix="rtby", dir="/tmp")}
+    code = "import ray, sys; ray.init(address='local', num_cpus=1, include_dashboard=False); print('ready', flush=True); sys.stdin.read()"
     bystander = subprocess.Popen(
-        [sys.executable, "-c", "import ray, sys; ray.init(address='local', num_cpus=1, include_dashboard=False); print('ready', flush=True); sys.stdin.read()"],
+        [sys.executable, "-c", code],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=by_env, start_new_session=True,
     )
     assert bystander.stdout.readline().strip() == "ready"
@@ -105,10 +107,10 @@ def test_node_loss_resumes_trials_on_another_node_with_the_same_numbers(cluster,
     env, state = cluster["env"], _state(cluster["folder"])
     exp = tmp_path / "ray" / "nodeloss"
     # The same 4 cells uninterrupted on one local node (CPU), run alongside: the reference numbers.
-    reference = subprocess.Popen([*SWEEP, *_sweep_args(tiny_model_dir, tmp_path / "ray", "single", tmp_path / "single"), "--address", "local"],
-                                 cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    driver = subprocess.Popen([*SWEEP, *_sweep_args(tiny_model_dir, tmp_path / "ray", "nodeloss", tmp_path / "out"), "--address", state["address"],
-                               "--gpus-per-trial", "0.5", "--allow-cpu-on-gpu", "--max-failures", "2"],
+    reference = subprocess.Popen([*SWEEP, *_sweep_args(tiny_model_dir, tmp_path / "ray", "single", tmp_path / "single"),
+                                  "--address", "local"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = subprocess.Popen([*SWEEP, *_sweep_args(tiny_model_dir, tmp_path / "ray", "nodeloss", tmp_path / "out"),
+                               "--address", state["address"], "--gpus-per-trial", "0.5", "--allow-cpu-on-gpu", "--max-failures", "2"],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     os.environ[local_cluster.DIR_ENV] = str(cluster["folder"])
     try:
@@ -165,9 +167,11 @@ def test_node_loss_resumes_trials_on_another_node_with_the_same_numbers(cluster,
     merged = steps.merge(single, on=key, suffixes=("", "_single"))
     assert len(merged) == len(steps) == len(single) and len(numbers) > 10
     for column in numbers:
-        np.testing.assert_allclose(merged[column].to_numpy(float), merged[f"{column}_single"].to_numpy(float), rtol=1e-9, atol=0, equal_nan=True, err_msg=column)
+        np.testing.assert_allclose(merged[column].to_numpy(float), merged[f"{column}_single"].to_numpy(float),
+                                   rtol=1e-9, atol=0, equal_nan=True, err_msg=column)
     final = ["stsb", "best_step", "best_stsb_dev"]
-    both = trials_table.merge(pd.read_parquet(tmp_path / "single" / "trials.parquet"), on=["method", "rr_coef", "seed"], suffixes=("", "_single"))
+    single_trials = pd.read_parquet(tmp_path / "single" / "trials.parquet")
+    both = trials_table.merge(single_trials, on=["method", "rr_coef", "seed"], suffixes=("", "_single"))
     for column in final:
         np.testing.assert_allclose(both[column].to_numpy(float), both[f"{column}_single"].to_numpy(float), rtol=1e-9, err_msg=column)
 
@@ -175,12 +179,13 @@ def test_node_loss_resumes_trials_on_another_node_with_the_same_numbers(cluster,
 def test_a_fake_gpu_without_the_opt_in_fails_at_once_naming_the_cause(cluster, tiny_model_dir, tmp_path):
     state = _state(cluster["folder"])
     started = time.monotonic()
-    proc = subprocess.run([*SWEEP, *_sweep_args(tiny_model_dir, tmp_path / "ray", "nocuda", tmp_path / "out"), "--address", state["address"],
-                           "--gpus-per-trial", "0.5"], cwd=ROOT, env=cluster["env"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([*SWEEP, *_sweep_args(tiny_model_dir, tmp_path / "ray", "nocuda", tmp_path / "out"),
+                           "--address", state["address"], "--gpus-per-trial", "0.5"], cwd=ROOT, env=cluster["env"], capture_output=True, text=True, timeout=300)
     elapsed = time.monotonic() - started
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("sweep: error: a trial holds 0.5 GPU from Ray (CUDA_VISIBLE_DEVICES=0)") and "sees no CUDA" in last and "--allow-cpu-on-gpu" in last
+    assert last.startswith("sweep: error: a trial holds 0.5 GPU from Ray (CUDA_VISIBLE_DEVICES=0)")
+    assert "sees no CUDA" in last and "--allow-cpu-on-gpu" in last
     assert elapsed < 120 and not (tmp_path / "ray" / "nocuda").exists()  # before any trial ran
 
 
