@@ -180,7 +180,8 @@ def test_a_fake_gpu_without_the_opt_in_fails_at_once_naming_the_cause(cluster, t
     state = _state(cluster["folder"])
     started = time.monotonic()
     proc = subprocess.run([*SWEEP, *_sweep_args(tiny_model_dir, tmp_path / "ray", "nocuda", tmp_path / "out"),
-                           "--address", state["address"], "--gpus-per-trial", "0.5"], cwd=ROOT, env=cluster["env"], capture_output=True, text=True, timeout=300)
+                           "--address", state["address"], "--gpus-per-trial", "0.5"],
+                          cwd=ROOT, env=cluster["env"], capture_output=True, text=True, timeout=300)
     elapsed = time.monotonic() - started
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
