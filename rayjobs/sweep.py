@@ -237,7 +237,6 @@ def run_sweep(args: argparse.Namespace) -> int:
         resources.check_cuda(spec.cpus_per_trial, spec.gpus_per_trial)
     if not args.resume:
         state.write_spec(experiment_dir, {"spec": spec.to_dict(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv[1:]})
-    _leave_ray_working_dir(storage)
     with _SignalToInterrupt():
         grid = make_tuner(spec, storage, experiment_dir, args.resume, args.retry_errored, args.trial_logs).fit()
     # Judged by what the trials reported (Tune can list an interrupted trial as terminated): a trial is
@@ -260,21 +259,6 @@ def run_sweep(args: argparse.Namespace) -> int:
         print(f"resume with: python rayjobs/sweep.py --name {spec.name} --storage-path {storage} --resume [--retry-errored]", flush=True)
         return 1
     return 0
-
-
-def _leave_ray_working_dir(storage: Path) -> None:
-    """Under ``ray job submit --working-dir`` the driver runs in Ray's unpacked copy, which a node may replace mid-sweep.
-
-    On the local fake cluster every node unpacks it into the same folder, and Tune's final path handling then fails on a
-    vanished working directory. Every path is absolute by now, so the driver moves to the storage folder.
-    """
-    try:
-        here = Path.cwd()
-    except FileNotFoundError:
-        here = None
-    if here is None or "runtime_resources" in here.parts:
-        storage.mkdir(parents=True, exist_ok=True)
-        os.chdir(storage)
 
 
 def _grid_flags_given(args: argparse.Namespace) -> bool:
