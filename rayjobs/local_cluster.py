@@ -6,7 +6,7 @@
     python -m rayjobs.local_cluster down
 
 ``up`` runs ``RAY_FAKE_CLUSTER=1 ray start --head --block --autoscaling-config ...`` in a session of
-its own, with its own RAY_TMPDIR, free ports and an explicit RAY_AUTH_MODE, so it coexists with any
+its own, with its own RAY_TMPDIR, free ports and an explicit RAY_AUTH_MODE (the caller's, else ``disabled``), so it coexists with any
 other Ray on the machine; every process of the cluster (head services, the autoscaler's fake worker
 nodes, their workers) belongs to that session. ``down`` ends exactly those processes, by PID: a
 SIGTERM, then SIGKILL after a grace period (gcs_server and the monitor ignore SIGTERM for over 10 s).
@@ -142,7 +142,8 @@ def _start(max_workers: int, cpus_per_worker: float, gpus_per_worker: float, tim
     gcs, dashboard, client, agent_http, agent_grpc, runtime_env, metrics, node_manager, object_manager, autoscaler = free_ports(10)
     config_path = folder / "cluster.yaml"
     config_path.write_text(yaml.safe_dump(cluster_config(max_workers, cpus_per_worker, gpus_per_worker, f"{ip}:{gcs}"), sort_keys=False))
-    auth_mode = os.environ.get("RAY_AUTH_MODE") or "token"
+    # Clients (ray.init, ray job submit) with RAY_AUTH_MODE unset connect without a token: match them unless told otherwise.
+    auth_mode = os.environ.get("RAY_AUTH_MODE") or "disabled"
     env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "RAY_TMPDIR": str(tmp), "RAY_AUTH_MODE": auth_mode, "RAY_USAGE_STATS_ENABLED": "0",
            "AUTOSCALER_METRIC_PORT": str(autoscaler)}
     env.pop("RAY_ADDRESS", None)
