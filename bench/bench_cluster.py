@@ -1,7 +1,7 @@
 """The rehearsal cluster's costs: start, autoscaler scale-up, and a sweep on 2 fake GPU nodes against one local node.
 
     python bench/bench_cluster.py                     # 4 trials on a tiny in-process BERT (a few minutes)
-    python bench/bench_cluster.py --steps 200 --trials-per-seed 2
+    python bench/bench_cluster.py --steps 200 --seeds 3
 
 Runs, in one go and as a user would (subprocesses): ``python -m rayjobs.local_cluster up`` (its own state
 folder), the sweep on it with ``--gpus-per-trial 0.5 --allow-cpu-on-gpu`` (the autoscaler starts from 0
