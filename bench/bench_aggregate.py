@@ -41,37 +41,94 @@ def write_trial(root: Path, index: int, cell: dict, steps: int, rng: np.random.G
     metrics, results = [], []
     for i, step in enumerate(t):
         record = {
-            "step": int(step), "epoch": step / 15625, "lr": 3e-5 * (1 - step / (t[-1] + 1)), "train_seconds": 0.1 * step, "eval_seconds": 4.0,
-            "loss/total": 0.1, "loss/rr": 0.01, "rr/entropy": 3.1, "rr/coef": cell["rr_coef"], "rr/switch_step": None,
-            "batch/erank_vne": 20.0, "batch/energy_rank_99": 50.0, "loss/cl": 0.09,
-            "probe/energy_rank_90": rank[i] * 2, "probe/energy_rank_95": rank[i] * 3, "probe/energy_rank_99": rank[i] * 5, "probe/erank_vne": rank[i],
-            "probe/erank_sv": rank[i] * 4, "probe/numerical_rank": 768.0, "probe/stable_rank": 3.0,
-            "probe/centered/energy_rank_99": rank[i] * 6, "probe/centered/erank_vne": rank[i] * 2,
-            "alignment": 0.2, "uniformity": -2.3, "stsb_dev": dev[i], "stsb_dev_pearson": dev[i] - 0.02,
-            "best/step": int(step), "best/stsb_dev": float(dev[: i + 1].max()), "phase_online": 1,
+            "step": int(step),
+            "epoch": step / 15625,
+            "lr": 3e-5 * (1 - step / (t[-1] + 1)),
+            "train_seconds": 0.1 * step,
+            "eval_seconds": 4.0,
+            "loss/total": 0.1,
+            "loss/rr": 0.01,
+            "rr/entropy": 3.1,
+            "rr/coef": cell["rr_coef"],
+            "rr/switch_step": None,
+            "batch/erank_vne": 20.0,
+            "batch/energy_rank_99": 50.0,
+            "loss/cl": 0.09,
+            "probe/energy_rank_90": rank[i] * 2,
+            "probe/energy_rank_95": rank[i] * 3,
+            "probe/energy_rank_99": rank[i] * 5,
+            "probe/erank_vne": rank[i],
+            "probe/erank_sv": rank[i] * 4,
+            "probe/numerical_rank": 768.0,
+            "probe/stable_rank": 3.0,
+            "probe/centered/energy_rank_99": rank[i] * 6,
+            "probe/centered/erank_vne": rank[i] * 2,
+            "alignment": 0.2,
+            "uniformity": -2.3,
+            "stsb_dev": dev[i],
+            "stsb_dev_pearson": dev[i] - 0.02,
+            "best/step": int(step),
+            "best/stsb_dev": float(dev[: i + 1].max()),
+            "phase_online": 1,
         }
         metrics.append(json.dumps(record))
-        tune_row = {**record, "phase": 1, "kind": "eval", "timestamp": 1796156859 + i, "checkpoint_dir_name": f"checkpoint_{i:06d}", "should_checkpoint": True,
-                    "done": False, "training_iteration": i + 1, "trial_id": trial_id, "date": "2026-12-01_20-27-39", "time_this_iter_s": 12.5,
-                    "time_total_s": 12.5 * (i + 1), "pid": 1, "hostname": "node", "node_ip": "10.0.0.1", "config": cell,
-                    "time_since_restore": 12.5 * (i + 1), "iterations_since_restore": i + 1}
+        tune_row = {
+            **record,
+            "phase": 1,
+            "kind": "eval",
+            "timestamp": 1796156859 + i,
+            "checkpoint_dir_name": f"checkpoint_{i:06d}",
+            "should_checkpoint": True,
+            "done": False,
+            "training_iteration": i + 1,
+            "trial_id": trial_id,
+            "date": "2026-12-01_20-27-39",
+            "time_this_iter_s": 12.5,
+            "time_total_s": 12.5 * (i + 1),
+            "pid": 1,
+            "hostname": "node",
+            "node_ip": "10.0.0.1",
+            "config": cell,
+            "time_since_restore": 12.5 * (i + 1),
+            "iterations_since_restore": i + 1,
+        }
         results.append(json.dumps(tune_row))
     final = {k: float(0.75 + rng.normal(0, 0.01)) for k in STS}
-    final.update(avg=float(np.mean(list(final.values()))), best_step=int(t[np.argmax(dev[1:]) + 1]), best_stsb_dev=float(dev[1:].max()), steps=int(t[-1]), train_seconds=1000.0)
+    final.update(
+        avg=float(np.mean(list(final.values()))),
+        best_step=int(t[np.argmax(dev[1:]) + 1]),
+        best_stsb_dev=float(dev[1:].max()),
+        steps=int(t[-1]),
+        train_seconds=1000.0,
+    )
     results.append(json.dumps({"step": int(t[-1]), "kind": "final", "trial_id": trial_id, **{f"final/{k}": v for k, v in final.items()}}))
     (folder / "run" / "metrics.jsonl").write_text("\n".join(metrics) + "\n")
     (folder / "result.json").write_text("\n".join(results) + "\n")
-    (folder / "run" / "config.json").write_text(json.dumps({**cell, "model": "bert-base-uncased", "eval_every": 125, "phase_metric": "erank_vne"}))
+    (folder / "run" / "config.json").write_text(
+        json.dumps({**cell, "model": "bert-base-uncased", "eval_every": 125, "phase_metric": "erank_vne"})
+    )
     (folder / "run" / "final.json").write_text(json.dumps(final))
 
 
 def generate(root: Path, trials: int, steps: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     (root / ".rankcse").mkdir(parents=True)
-    grid = {"method": list(METHODS), "rr_coef": list(RR), "rr_schedule": ["always"], "seed": list(range(-(-trials // (len(METHODS) * len(RR)))))}
-    (root / ".rankcse" / "sweep.json").write_text(json.dumps({"spec": {"name": root.name, "grid": grid, "train": {"model": "bert-base-uncased"}}}))
+    grid = {
+        "method": list(METHODS),
+        "rr_coef": list(RR),
+        "rr_schedule": ["always"],
+        "seed": list(range(-(-trials // (len(METHODS) * len(RR))))),
+    }
+    (root / ".rankcse" / "sweep.json").write_text(
+        json.dumps({"spec": {"name": root.name, "grid": grid, "train": {"model": "bert-base-uncased"}}})
+    )
     for i in range(trials):
-        cell = {"method": METHODS[i % len(METHODS)], "rr_coef": RR[(i // len(METHODS)) % len(RR)], "rr_schedule": "always", "seed": i // (len(METHODS) * len(RR))}
+        cell = {
+            "method": METHODS[i % len(METHODS)],
+            "rr_coef": RR[(i // len(METHODS)) % len(RR)],
+            "rr_schedule": "always",
+            "seed": i // (len(METHODS) * len(RR)),
+        }
         write_trial(root, i, cell, steps, rng)
 
 
@@ -89,7 +146,9 @@ def main() -> None:
         gen_seconds = time.perf_counter() - started
         size = sum(f.stat().st_size for f in exp.rglob("*") if f.is_file())
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "rayjobs.aggregate", str(exp), "--output-dir", str(work / "out")], capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "rayjobs.aggregate", str(exp), "--output-dir", str(work / "out")], capture_output=True, text=True
+        )
         seconds = time.perf_counter() - started
         if proc.returncode != 0:
             sys.exit(f"aggregation failed:\n{proc.stderr[-3000:]}")

@@ -91,9 +91,11 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="bench_core_"))
     trainers = {}
     for name, coef in (("core", 0.0), ("core+RR", 0.1)):
-        cfg = TrainConfig(batch_size=args.batch_size, max_len=args.max_len, rr_coef=coef, final_tasks=[], num_threads=args.threads, max_steps=10_000)
+        cfg = TrainConfig(
+            batch_size=args.batch_size, max_len=args.max_len, rr_coef=coef, final_tasks=[], num_threads=args.threads, max_steps=10_000
+        )
         trainers[name] = Trainer(cfg, out / name)
-    handles = {name: open(out / f"{name}.jsonl", "w") for name in trainers}  # noqa: SIM115
+    handles = {name: open(out / f"{name}.jsonl", "w") for name in trainers}
 
     def core_step(name: str):
         tr = trainers[name]
@@ -116,7 +118,10 @@ def main() -> None:
             rates[name].append(timed_steps(fn, chunk))
 
     ref = statistics.median(rates["bare SimCSE loop"])
-    print(f"\n## Training speed (batch {args.batch_size}, max_len {args.max_len}, {args.threads} threads, {args.rounds} rounds x {args.steps} steps, median)")
+    print(
+        f"\n## Training speed (batch {args.batch_size}, max_len {args.max_len}, "
+        f"{args.threads} threads, {args.rounds} rounds x {args.steps} steps, median)"
+    )
     print("| loop | steps/s | ratio to bare loop |")
     print("| --- | ---: | ---: |")
     for name, values in rates.items():
@@ -132,7 +137,10 @@ def main() -> None:
     eval_s = statistics.median(times)
     core_rate = statistics.median(rates["core"])
     train_s = args.eval_every / core_rate
-    print(f"\n## Per-evaluation cost (probe set: {trainer.evaluator.num_sentences} STS-B dev sentences, {len(trainer.evaluator.unique)} distinct)")
+    print(
+        f"\n## Per-evaluation cost (probe set: {trainer.evaluator.num_sentences} "
+        f"STS-B dev sentences, {len(trainer.evaluator.unique)} distinct)"
+    )
     print("| one evaluation (s) | training between evals (s) | eval share of training time |")
     print("| ---: | ---: | ---: |")
     print(f"| {eval_s:.2f} | {train_s:.1f} (eval every {args.eval_every}) | {100 * eval_s / (train_s + eval_s):.2f} % |")

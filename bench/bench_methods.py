@@ -109,7 +109,13 @@ def bench_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     for _ in range(args.steps):
         step()
     seconds = time.perf_counter() - started
-    result: dict[str, Any] = {"method": name, "steps": args.steps, "seconds": seconds, "steps_per_s": args.steps / seconds, **extra_memory(method)}
+    result: dict[str, Any] = {
+        "method": name,
+        "steps": args.steps,
+        "seconds": seconds,
+        "steps_per_s": args.steps / seconds,
+        **extra_memory(method),
+    }
     result["peak_rss"] = peak_rss_bytes()
     if device.type == "cuda":
         result["peak_cuda"] = torch.cuda.max_memory_allocated(device)
@@ -130,9 +136,11 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     base = next((r for r in results if r["method"] == "simcse"), None)
     peak_key = "peak_cuda" if any("peak_cuda" in r for r in results) else "peak_rss"
     lines = [
-        f"model {args.model} | batch {args.batch_size} | max_len {args.max_len} | threads {args.threads or 'torch default'} | device {args.device} | {args.steps} timed steps after {args.warmup} warm-up",
+        f"model {args.model} | batch {args.batch_size} | max_len {args.max_len} | threads "
+        f"{args.threads or 'torch default'} | device {args.device} | {args.steps} timed steps after {args.warmup} warm-up",
         "",
-        f"| method | steps/s | relative to simcse | extra params+buffers (MiB) | extra Adam state (MiB) | {peak_key.replace('_', ' ')} (MiB) | vs simcse (MiB) |",
+        "| method | steps/s | relative to simcse | extra params+buffers (MiB) | extra "
+        f"Adam state (MiB) | {peak_key.replace('_', ' ')} (MiB) | vs simcse (MiB) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
@@ -140,7 +148,10 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         peak = r.get(peak_key)
         delta = peak - base[peak_key] if base and peak is not None and base.get(peak_key) is not None else None
         fmt = lambda b: "-" if b is None else f"{b / MIB:.1f}"  # noqa: E731
-        lines.append(f"| {r['method']} | {r['steps_per_s']:.3f} | {rel:.2f} | {fmt(r['extra_params_buffers'])} | {fmt(r['extra_adam_state'])} | {fmt(peak)} | {fmt(delta)} |")
+        lines.append(
+            f"| {r['method']} | {r['steps_per_s']:.3f} | {rel:.2f} | {fmt(r['extra_params_buffers'])} "
+            f"| {fmt(r['extra_adam_state'])} | {fmt(peak)} | {fmt(delta)} |"
+        )
     return "\n".join(lines)
 
 
@@ -160,7 +171,22 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     p.add_argument("--json", action="store_true", help="print one JSON object per method instead of the table")
     p.add_argument("--only", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    forwarded = ["--model", args.model, "--batch-size", str(args.batch_size), "--max-len", str(args.max_len), "--threads", str(args.threads), "--device", args.device, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    forwarded = [
+        "--model",
+        args.model,
+        "--batch-size",
+        str(args.batch_size),
+        "--max-len",
+        str(args.max_len),
+        "--threads",
+        str(args.threads),
+        "--device",
+        args.device,
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+    ]
     if args.train_file:
         forwarded += ["--train-file", args.train_file]
     return args, forwarded

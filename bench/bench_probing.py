@@ -43,13 +43,17 @@ def main() -> None:
     parser.add_argument("--max-len", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
-    parser.add_argument("--every-evals", type=int, default=defaults.probing_every_evals, help="probing cadence to judge (default: the config default)")
+    parser.add_argument(
+        "--every-evals", type=int, default=defaults.probing_every_evals, help="probing cadence to judge (default: the config default)"
+    )
     parser.add_argument("--model", default="default")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     out = Path(tempfile.mkdtemp(prefix="bench_probing_"))
-    cfg = TrainConfig(model=args.model, batch_size=args.batch_size, max_len=args.max_len, final_tasks=[], num_threads=args.threads, max_steps=10_000)
+    cfg = TrainConfig(
+        model=args.model, batch_size=args.batch_size, max_len=args.max_len, final_tasks=[], num_threads=args.threads, max_steps=10_000
+    )
     trainer = Trainer(cfg, out / "run")
     started = time.perf_counter()
     probe = TrainingProbe(args.tasks, args.every_evals, args.eval_every)
@@ -58,7 +62,7 @@ def main() -> None:
     batches = [s for _, s in iterate_batches(load_corpus(), args.batch_size, seed=0, epoch=0)][: args.rounds * args.steps + 2]
     unique = sorted({s for d in probe.fast_data for split in d.splits.values() for s in split[0]})
 
-    step_log = open(out / "steps.jsonl", "w")  # noqa: SIM115
+    step_log = open(out / "steps.jsonl", "w")
     for i in range(2):  # warm-up
         trainer._train_step(batches[i], i, step_log)
     probe(embed)
@@ -85,7 +89,10 @@ def main() -> None:
 
     step, ev, pr, em = (statistics.median(x) for x in (step_s, eval_s, probe_s, embed_s))
     sizes = {d.spec.key: d.sizes() for d in probe.fast_data}
-    print(f"\n## In-training probing (fast setting: <= {FAST.max_train}/{FAST.max_valid}/{FAST.max_test} train/valid/test per task, C in {FAST.c_grid}; {args.threads} threads, {args.rounds} rounds, median)")
+    print(
+        f"\n## In-training probing (fast setting: <= {FAST.max_train}/{FAST.max_valid}/{FAST.max_test} "
+        f"train/valid/test per task, C in {FAST.c_grid}; {args.threads} threads, {args.rounds} rounds, median)"
+    )
     listed = ", ".join(f"{k} {v['train']}/{v['valid']}/{v['test']}" for k, v in sizes.items())
     print(f"tasks: {listed}; {len(unique)} distinct sentences; task set-up once per run: {setup_s:.1f}s")
     print("| part | seconds |")
@@ -97,7 +104,10 @@ def main() -> None:
     print(f"| one training step (batch {args.batch_size}, max_len {args.max_len}) | {step:.3f} |")
     print(f"\nprobing suite / one evaluation's other metrics: {pr / ev:.2f}x")
     print(f"\n## Probing share of training time (eval every {args.eval_every} steps)")
-    print("| probe every N evaluations | training between probes (s) | probe share of training time | probe share of run time (training + evals + probes) |")
+    print(
+        "| probe every N evaluations | training between probes (s) | probe share "
+        "of training time | probe share of run time (training + evals + probes) |"
+    )
     print("| ---: | ---: | ---: | ---: |")
     for every in sorted({1, 2, args.every_evals, 8}):
         if every < 1:

@@ -35,7 +35,14 @@ def tiny_model(folder: Path) -> str:
     from rankcse.paths import packaged_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(str(packaged_model_path()))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=128,
+    )
     torch.manual_seed(0)
     BertModel(config, add_pooling_layer=False).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -55,8 +62,18 @@ def main() -> None:
         spec = SweepSpec.load("smoke").replace(
             name="bench",
             grid={"method": ["simcse"], "rr_coef": [0.0, 0.1], "rr_schedule": ["always"], "seed": list(range(args.seeds))},
-            train={"model": model, "max_steps": args.steps, "eval_every": max(1, args.steps // 4), "batch_size": 32, "probe_size": 200, "final_tasks": ["stsb"], "log_every": 1000},
-            cpus_per_trial=float(args.threads), max_concurrent=1, max_failures=0,
+            train={
+                "model": model,
+                "max_steps": args.steps,
+                "eval_every": max(1, args.steps // 4),
+                "batch_size": 32,
+                "probe_size": 200,
+                "final_tasks": ["stsb"],
+                "log_every": 1000,
+            },
+            cpus_per_trial=float(args.threads),
+            max_concurrent=1,
+            max_failures=0,
         )
         double = spec.replace(grid={**spec.grid, "seed": list(range(2 * args.seeds))})
         double.validate()
@@ -74,7 +91,11 @@ def main() -> None:
         resources.connect(resources.LOCAL, num_cpus=args.threads)
         ray_start = time.perf_counter() - started
         rows = []
-        for name, sweep_spec, reuse in (("reuse_actors=True", spec, True), ("reuse_actors=True", double, True), ("reuse_actors=False", spec, False)):
+        for name, sweep_spec, reuse in (
+            ("reuse_actors=True", spec, True),
+            ("reuse_actors=True", double, True),
+            ("reuse_actors=False", spec, False),
+        ):
             storage = work / f"ray-{len(rows)}"
             started = time.perf_counter()
             grid = make_tuner(sweep_spec, storage, storage / sweep_spec.name, reuse_actors=reuse).fit()

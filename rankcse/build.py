@@ -48,7 +48,9 @@ def load_for_eval(model: str | None, pooler: str | None = None) -> Method:
                 f"{method.representation_spec()}; evaluate it with the rankcse version that trained it"
             )
         if pooler is not None and method.eval_representation not in POOLERS:
-            raise ConfigError(f"a {cfg.method} checkpoint evaluates with its own representation ({method.eval_representation}); drop --pooler")
+            raise ConfigError(
+                f"a {cfg.method} checkpoint evaluates with its own representation ({method.eval_representation}); drop --pooler"
+            )
         if pooler is not None:
             if pooler == "cls" and method.encoder.head is None:
                 raise ConfigError("this checkpoint has no MLP head; use --pooler cls_before_pooler or mean")

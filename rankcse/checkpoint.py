@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rankcse.errors import ModelLoadError
+from rankcse.io import write_json_atomic
 
 FORMAT_VERSION = 1
 META_FILE = "rankcse.json"
@@ -29,11 +30,6 @@ STATE_FILE = "trainer_state.pt"
 COMPLETE = ".complete"
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file and rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
 
 
 @contextlib.contextmanager
@@ -103,3 +99,45 @@ def load_eval_modules(method: torch.nn.Module, folder: Path) -> None:
     for name, module in modules.items():
         prefix = f"{name}."
         module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+
+
+# -- resume state -----------------------------------------------------------------------------------
+
+
+def save_resume(target: Path, progress: dict[str, Any], method: Any, optimizer: torch.optim.Optimizer, scheduler: Any,
+                scaler: torch.amp.GradScaler, provenance: dict[str, Any], config: dict[str, Any]) -> Path:
+    """Write everything a run needs to continue (model, optimizer, scheduler, scaler, RNG, method state) to ``target``."""
+    state = {
+        **progress,
+        "config": config,
+        "method": method.state_dict(),
+        "method_extra": method.extra_state(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "provenance": provenance,
+    }
+    with atomic_dir(target) as folder:
+        torch.save(state, folder / STATE_FILE)
+        write_json_atomic(folder / "checkpoint.json", {k: progress[k] for k in ("step", "epoch", "batch_in_epoch")})
+    return target
+
+
+def load_resume(folder: Path) -> dict[str, Any]:
+    """The state :func:`save_resume` wrote in ``folder`` (tensors on the CPU)."""
+    return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
+
+
+def restore_training(data: dict[str, Any], method: Any, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler) -> None:
+    """Put a loaded resume state back into the training objects and the RNGs."""
+    method.load_state_dict(data["method"])
+    method.load_extra_state(data["method_extra"])
+    optimizer.load_state_dict(data["optimizer"])
+    scheduler.load_state_dict(data["scheduler"])
+    if scaler.is_enabled() and data["scaler"]:
+        scaler.load_state_dict(data["scaler"])
+    torch.set_rng_state(data["rng_cpu"])
+    if data["rng_cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(data["rng_cuda"])

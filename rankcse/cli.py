@@ -117,7 +117,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``rankcse train``."""
-    from rankcse.train import format_scores, run
+    from rankcse.evaluation.final import format_scores
+    from rankcse.train import run
 
     cfg = config_from_args(args)
     out = args.output_dir or Path("runs") / f"{cfg.method}-rr{cfg.rr_coef:g}-seed{cfg.seed}"

@@ -15,10 +15,30 @@ from rankcse.errors import ConfigError
 
 def add_train_probing_flags(parser: argparse.ArgumentParser) -> None:
     """Flags of ``rankcse train`` that switch on probing and the transfer tasks."""
-    parser.add_argument("--probing-tasks", nargs="*", default=None, metavar="TASK", help="probe these tasks during training ('generated' = the surrogates, 'senteval' = SentEval's ten; none = off)")
-    parser.add_argument("--probing-every-evals", type=int, default=None, metavar="N", help="probe every N evaluations and at the last step (default 4; 0 = final checkpoint only)")
-    parser.add_argument("--probing-data-dir", default=None, help="folder holding SentEval's probing/ files (needed for SentEval's probing tasks)")
-    parser.add_argument("--transfer-tasks", nargs="*", default=None, metavar="TASK", help="SentEval transfer tasks scored on the best checkpoint (mr cr subj mpqa sst2 trec mrpc)")
+    parser.add_argument(
+        "--probing-tasks",
+        nargs="*",
+        default=None,
+        metavar="TASK",
+        help="probe these tasks during training ('generated' = the surrogates, 'senteval' = SentEval's ten; none = off)",
+    )
+    parser.add_argument(
+        "--probing-every-evals",
+        type=int,
+        default=None,
+        metavar="N",
+        help="probe every N evaluations and at the last step (default 4; 0 = final checkpoint only)",
+    )
+    parser.add_argument(
+        "--probing-data-dir", default=None, help="folder holding SentEval's probing/ files (needed for SentEval's probing tasks)"
+    )
+    parser.add_argument(
+        "--transfer-tasks",
+        nargs="*",
+        default=None,
+        metavar="TASK",
+        help="SentEval transfer tasks scored on the best checkpoint (mr cr subj mpqa sst2 trec mrpc)",
+    )
 
 
 def probing_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -36,7 +56,9 @@ def probing_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="default", help="checkpoint folder, Hugging Face model folder or name (default: packaged all-MiniLM-L6-v2)")
+    p.add_argument(
+        "--model", default="default", help="checkpoint folder, Hugging Face model folder or name (default: packaged all-MiniLM-L6-v2)"
+    )
     p.add_argument("--pooler", default=None, help="cls | cls_before_pooler | mean (default: the checkpoint's, or cls_before_pooler)")
     p.add_argument("--batch-size", type=int, default=128, help="sentences per batch when embedding")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -52,21 +74,42 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "surrogates generated from raw sentences, not SentEval's data.",
     )
     _add_model_flags(p)
-    p.add_argument("--tasks", nargs="+", default=None, metavar="TASK", help="task keys, SentEval names, 'senteval' or 'generated' (default: senteval with --data-dir, else generated)")
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        default=None,
+        metavar="TASK",
+        help="task keys, SentEval names, 'senteval' or 'generated' (default: senteval with --data-dir, else generated)",
+    )
     p.add_argument("--data-dir", default=None, help="folder holding SentEval's probing files (<dir>/probing/*.txt or <dir>/*.txt)")
     p.add_argument("--corpus", default=None, help="raw sentences, one a line, for the generated tasks (default: packaged corpus)")
     p.add_argument("--seed", type=int, default=None, help="seed of the generated tasks (default 1111)")
-    p.add_argument("--setting", default="full", choices=("full", "fast"), help="full: SentEval's (all examples, 6 C values); fast: the in-training subsample")
-    p.add_argument("--write-generated", type=Path, default=None, metavar="DIR", help="write the generated tasks as SentEval-format files into DIR and stop")
+    p.add_argument(
+        "--setting",
+        default="full",
+        choices=("full", "fast"),
+        help="full: SentEval's (all examples, 6 C values); fast: the in-training subsample",
+    )
+    p.add_argument(
+        "--write-generated",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write the generated tasks as SentEval-format files into DIR and stop",
+    )
 
-    t = sub.add_parser("transfer", help="SentEval transfer tasks of a model or checkpoint", description="SentEval transfer tasks (logistic regression, SentEval's splits and cross-validation).")
+    t = sub.add_parser(
+        "transfer",
+        help="SentEval transfer tasks of a model or checkpoint",
+        description="SentEval transfer tasks (logistic regression, SentEval's splits and cross-validation).",
+    )
     _add_model_flags(t)
     t.add_argument("--tasks", nargs="+", default=None, metavar="TASK", help="mr cr subj mpqa sst2 trec mrpc (default: all)")
     t.add_argument("--data-dir", default=None, help="SentEval data folder (default: packaged copy)")
     t.add_argument("--kfold", type=int, default=10, help="cross-validation folds (10 as SimCSE's test mode; SentEval's default is 5)")
 
 
-def _embedder(args: argparse.Namespace):  # noqa: ANN202
+def _embedder(args: argparse.Namespace):
     from rankcse.build import load_for_eval
     from rankcse.train import pick_device
 
@@ -91,7 +134,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
     names = args.tasks or (["senteval"] if args.data_dir else ["generated"])
     keys = expand_tasks(names)
     if args.write_generated is not None:
-        written = [write_probing_file(load_task(k, corpus=args.corpus, seed=seed), args.write_generated / PROBING_TASKS[k].file) for k in keys if PROBING_TASKS[k].surrogate]
+        written = [
+            write_probing_file(load_task(k, corpus=args.corpus, seed=seed), args.write_generated / PROBING_TASKS[k].file)
+            for k in keys
+            if PROBING_TASKS[k].surrogate
+        ]
         if not written:
             raise ConfigError("--write-generated writes generated (_gen) tasks only; pass --tasks generated")
         for path in written:
@@ -107,9 +154,21 @@ def cmd_probe(args: argparse.Namespace) -> int:
         payload["details"] = {k: {**r.to_dict(), "source": d.source} for (k, r), d in zip(results.items(), data)}
         print(json.dumps(payload))
         return 0
-    print(f"model: {args.model} | representation: {method.eval_representation} | setting: {settings.name} | tasks ending in _gen are generated surrogates, not SentEval's")
+    print(
+        f"model: {args.model} | representation: {method.eval_representation} | setting: "
+        f"{settings.name} | tasks ending in _gen are generated surrogates, not SentEval's"
+    )
     rows = [
-        [k, r.group, "yes" if r.surrogate else "no", f"{100 * r.acc:.2f}", f"{100 * r.dev_acc:.2f}", f"{100 * r.chance:.2f}", f"{r.c:g}", f"{r.n_train}/{r.n_valid}/{r.n_test}"]
+        [
+            k,
+            r.group,
+            "yes" if r.surrogate else "no",
+            f"{100 * r.acc:.2f}",
+            f"{100 * r.dev_acc:.2f}",
+            f"{100 * r.chance:.2f}",
+            f"{r.c:g}",
+            f"{r.n_train}/{r.n_valid}/{r.n_test}",
+        ]
         for k, r in results.items()
     ]
     print(_table(["task", "group", "surrogate", "test acc", "valid acc", "chance", "C", "train/valid/test"], rows))

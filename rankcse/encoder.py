@@ -32,7 +32,7 @@ class MLPHead(nn.Module):
         self.dense = nn.Linear(dim, dim)
         self.activation = nn.Tanh()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.activation(self.dense(x))
 
 
@@ -123,7 +123,7 @@ class Encoder(nn.Module):
         return self.pooler
 
     @property
-    def device(self) -> torch.device:  # noqa: D102
+    def device(self) -> torch.device:
         return next(self.backbone.parameters()).device
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -171,7 +171,9 @@ class Encoder(nn.Module):
             pooled = self.head(pooled)
         return pooled
 
-    def length_sorted_batches(self, sentences: Sequence[str], batch_size: int, max_length: int | None = None) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    def length_sorted_batches(
+        self, sentences: Sequence[str], batch_size: int, max_length: int | None = None
+    ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
         """Tokenize once, then yield ``(indices, padded batch)`` in order of length to keep padding small."""
         ids = self.tokenizer(list(sentences), truncation=True, max_length=max_length or self.eval_max_length)["input_ids"]
         pad_id = self.tokenizer.pad_token_id or 0

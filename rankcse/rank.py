@@ -7,8 +7,6 @@ in float64. ``prepare`` picks the matrix the paper's analysis looks at: rows L2-
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -133,8 +131,3 @@ def sv_entropy(h: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 
 
 RR_ENTROPIES = {"vne": vne_entropy, "sv": sv_entropy}
-
-
-def max_entropy(n: int, d: int) -> float:
-    """Largest possible entropy for an (n, d) matrix: log min(n, d)."""
-    return math.log(min(n, d))

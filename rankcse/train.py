@@ -15,7 +15,7 @@ import random
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,10 +29,20 @@ from rankcse.build import build_method, load_for_eval
 from rankcse.config import TrainConfig
 from rankcse.corpus import Corpus, batch_rng, batches_per_epoch, iterate_batches, load_corpus
 from rankcse.errors import ConfigError, TrainingDiverged
+from rankcse.evaluation.final import final_scores
 from rankcse.evaluation.probing import TrainingProbe
 from rankcse.evaluation.step_eval import PRIMARY_METRIC, StepEvaluator
-from rankcse.evaluation.sts import evaluate_sts
-from rankcse.evaluation.transfer import check_transfer_data, evaluate_transfer
+from rankcse.evaluation.transfer import check_transfer_data
+from rankcse.io import (
+    CONFIG_FILE,
+    ERROR_FILE,
+    FINAL_FILE,
+    METRICS_FILE,
+    PROVENANCE_FILE,
+    STEP_LOG_FILE,
+    write_json_atomic,
+    write_text_atomic,
+)
 from rankcse.methods import Method
 from rankcse.phases import PHASE_1, PHASE_2, PeakDetector
 from rankcse.rank import rank_metrics
@@ -44,11 +54,7 @@ log = logging.getLogger("rankcse")
 #: checkpoint written at that step, or None.
 Reporter = Callable[[dict[str, Any], "Path | None"], None]
 
-METRICS_FILE = "metrics.jsonl"
-STEP_LOG_FILE = "train_log.jsonl"
-FINAL_FILE = "final.json"
-ERROR_FILE = "error.json"
-RUN_FILES = (METRICS_FILE, STEP_LOG_FILE, FINAL_FILE, ERROR_FILE, "config.json", "provenance.json", "best", "last")
+RUN_FILES = (METRICS_FILE, STEP_LOG_FILE, FINAL_FILE, ERROR_FILE, CONFIG_FILE, PROVENANCE_FILE, "best", "last")
 #: Settings that may differ when a run is resumed (they do not change what is computed).
 RESUME_MAY_CHANGE = {"log_every", "num_threads", "device", "eval_batch_size", "final_tasks", "checkpoint_every_evals", "data_dir", "train_file"}
 RESUME_MAY_CHANGE |= {"probing_tasks", "probing_every_evals", "probing_data_dir", "probing_corpus", "transfer_tasks"}  # measurements only
@@ -80,6 +86,21 @@ class _State:
     detector: PeakDetector = field(default_factory=PeakDetector)
     train_seconds: float = 0.0
 
+    def progress(self) -> dict[str, Any]:
+        """The state as plain values (saved in the resume checkpoint)."""
+        return {
+            "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "best_value": self.best_value,
+            "best_step": self.best_step, "rr_switch_step": self.rr_switch_step, "detector": self.detector.state_dict(),
+            "train_seconds": self.train_seconds,
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Take back what :meth:`progress` saved."""
+        self.step, self.epoch, self.batch_in_epoch = data["step"], data["epoch"], data["batch_in_epoch"]
+        self.best_value, self.best_step, self.rr_switch_step = data["best_value"], data["best_step"], data["rr_switch_step"]
+        self.detector.load_state_dict(data["detector"])
+        self.train_seconds = data["train_seconds"]
+
 
 class _Window:
     """Running means of per-step values between two evaluations."""
@@ -98,6 +119,24 @@ class _Window:
 
     def reset(self) -> None:
         self.sums, self.count = {}, 0
+
+
+class _Progress:
+    """The periodic progress line: steps per second since the last line or evaluation, and the time left."""
+
+    def __init__(self, step: int, total: int) -> None:
+        self.total = total
+        self.restart(step)
+
+    def restart(self, step: int) -> None:
+        self.step, self.tick = step, time.perf_counter()
+
+    def log(self, step: int, means: dict[str, float]) -> None:
+        rate = (step - self.step) / max(1e-9, time.perf_counter() - self.tick)
+        eta = (self.total - step) / max(rate, 1e-9)
+        log.info("step %d/%d | loss %.4f | rr %.4f | batch erank %.1f | %.2f steps/s | eta %s", step, self.total, means.get("loss/total", float("nan")),
+                 means.get("loss/rr", 0.0), means.get("batch/erank_vne", float("nan")), rate, _fmt_seconds(eta))
+        self.restart(step)
 
 
 # -- set-up helpers -------------------------------------------------------------------------------
@@ -178,9 +217,7 @@ def _truncate_jsonl(path: Path, max_step: int) -> None:
                 kept.append(line)
         except json.JSONDecodeError:
             continue  # a line cut off by a crash
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    tmp.replace(path)
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def _append_jsonl(handle: Any, record: dict[str, Any]) -> None:
@@ -206,13 +243,12 @@ class Trainer:
     """One training run; use :func:`run` unless you need the pieces."""
 
     def __init__(self, cfg: TrainConfig, output_dir: str | Path, report: Reporter | None = None, resume: bool = False, overwrite: bool = False) -> None:
-        self.cfg = cfg.resolved()
+        self.cfg = cfg = cfg.resolved()
         self.out = Path(output_dir).expanduser().resolve()
         self.report = report
-        self.checkpoint_every_evals = self.cfg.checkpoint_every_evals
-        self._stop_signal: int | None = None
+        self.checkpoint_every_evals = cfg.checkpoint_every_evals
+        self.stop_requested: int | None = None
         resume_from, clear = check_output_dir(self.out, resume, overwrite)
-        cfg = self.cfg
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         seed_everything(cfg.seed)
@@ -232,7 +268,8 @@ class Trainer:
         self.method.encoder.autocast_dtype = self.amp_dtype
         self.optimizer = torch.optim.AdamW(self.method.trainable_parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.scheduler = linear_schedule(self.optimizer, cfg.warmup_steps, self.total_steps)
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        # Loss scaling only for fp16; a disabled scaler passes every call through, so there is one step path.
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.state = _State(detector=PeakDetector(cfg.peak_patience, cfg.peak_drop))
         self.window = _Window()
         self.records: list[dict[str, Any]] = []
@@ -242,19 +279,28 @@ class Trainer:
         if resume_from is not None:
             self._load_resume(resume_from)
         else:
-            self.provenance = provenance.collect(
-                seed=cfg.seed,
-                model=self.method.encoder.backbone.name_or_path,
-                corpus={"source": self.corpus.source, "sha256": self.corpus.sha256, "sentences": len(self.corpus), "skipped_undecodable": self.corpus.skipped_undecodable, "skipped_blank": self.corpus.skipped_blank},
-                device=str(self.device),
-                amp=str(self.amp_dtype) if self.amp_dtype else None,
-            )
-            ckpt.write_json_atomic(self.out / "config.json", cfg.to_dict())
-            ckpt.write_json_atomic(self.out / "provenance.json", self.provenance)
+            self._start_fresh()
         if self.corpus.skipped_undecodable:
             log.warning("corpus: %d undecodable line(s) skipped", self.corpus.skipped_undecodable)
 
-    # -- checkpoints ------------------------------------------------------------------------------
+    def request_stop(self, signum: int | None = None) -> None:
+        """Stop after the current step (the state is consistent there), saving a resume checkpoint."""
+        self.stop_requested = signum if signum is not None else 0
+
+    # -- run folder and checkpoints -----------------------------------------------------------------
+    def _start_fresh(self) -> None:
+        """Record the config and provenance of a new run."""
+        corpus = self.corpus
+        self.provenance = provenance.collect(
+            seed=self.cfg.seed,
+            model=self.method.encoder.backbone.name_or_path,
+            corpus={"source": corpus.source, "sha256": corpus.sha256, "sentences": len(corpus), "skipped_undecodable": corpus.skipped_undecodable, "skipped_blank": corpus.skipped_blank},
+            device=str(self.device),
+            amp=str(self.amp_dtype) if self.amp_dtype else None,
+        )
+        write_json_atomic(self.out / CONFIG_FILE, self.cfg.to_dict())
+        write_json_atomic(self.out / PROVENANCE_FILE, self.provenance)
+
     def _meta(self) -> dict[str, Any]:
         return {
             "method": self.cfg.method,
@@ -270,34 +316,10 @@ class Trainer:
             ckpt.save_model(self.method, folder, self._meta(), self.provenance)
 
     def _save_resume(self) -> Path:
-        s = self.state
-        trainer_state = {
-            "config": self.cfg.to_dict(),
-            "step": s.step,
-            "epoch": s.epoch,
-            "batch_in_epoch": s.batch_in_epoch,
-            "best_value": s.best_value,
-            "best_step": s.best_step,
-            "rr_switch_step": s.rr_switch_step,
-            "detector": s.detector.state_dict(),
-            "train_seconds": s.train_seconds,
-            "method": self.method.state_dict(),
-            "method_extra": self.method.extra_state(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler else None,
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "provenance": self.provenance,
-        }
-        target = self.out / "last"
-        with ckpt.atomic_dir(target) as folder:
-            torch.save(trainer_state, folder / ckpt.STATE_FILE)
-            ckpt.write_json_atomic(folder / "checkpoint.json", {"step": s.step, "epoch": s.epoch, "batch_in_epoch": s.batch_in_epoch})
-        return target
+        return ckpt.save_resume(self.out / "last", self.state.progress(), self.method, self.optimizer, self.scheduler, self.scaler, self.provenance, self.cfg.to_dict())
 
     def _load_resume(self, folder: Path) -> None:
-        data = torch.load(folder / ckpt.STATE_FILE, map_location="cpu", weights_only=False)
+        data = ckpt.load_resume(folder)
         saved, now = data["config"], self.cfg.to_dict()
         changed = sorted(k for k in now if k not in RESUME_MAY_CHANGE and saved.get(k) != now[k])
         if changed:
@@ -305,43 +327,47 @@ class Trainer:
         saved_corpus = data["provenance"].get("corpus", {}).get("sha256")
         if saved_corpus and self.corpus.sha256 and saved_corpus != self.corpus.sha256:
             raise ConfigError(f"cannot resume: the training corpus {self.corpus.source} differs from the one the run started with; use the same corpus or --overwrite")
-        self.method.load_state_dict(data["method"])
-        self.method.load_extra_state(data["method_extra"])
-        self.optimizer.load_state_dict(data["optimizer"])
-        self.scheduler.load_state_dict(data["scheduler"])
-        if self.scaler and data["scaler"]:
-            self.scaler.load_state_dict(data["scaler"])
-        torch.set_rng_state(data["rng_cpu"])
-        if data["rng_cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(data["rng_cuda"])
-        s = self.state
-        s.step, s.epoch, s.batch_in_epoch = data["step"], data["epoch"], data["batch_in_epoch"]
-        s.best_value, s.best_step, s.rr_switch_step = data["best_value"], data["best_step"], data["rr_switch_step"]
-        s.detector.load_state_dict(data["detector"])
-        s.train_seconds = data["train_seconds"]
+        ckpt.restore_training(data, self.method, self.optimizer, self.scheduler, self.scaler)
+        self.state.restore(data)
         self.provenance = data["provenance"]
         for name in (METRICS_FILE, STEP_LOG_FILE):
-            _truncate_jsonl(self.out / name, s.step)
-        self.records = [json.loads(line) for line in (self.out / METRICS_FILE).read_text().splitlines()] if (self.out / METRICS_FILE).is_file() else []
-        log.info("resumed %s at step %d/%d", self.out, s.step, self.total_steps)
+            _truncate_jsonl(self.out / name, self.state.step)
+        metrics = self.out / METRICS_FILE
+        self.records = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.is_file() else []
+        log.info("resumed %s at step %d/%d", self.out, self.state.step, self.total_steps)
 
     # -- evaluation -------------------------------------------------------------------------------
     def _evaluate(self, metrics_file: Any) -> dict[str, Any]:
-        s, cfg = self.state, self.cfg
+        """Measure, update the best checkpoint and the peak detector, append the record, and return it."""
         started = time.perf_counter()
-        embed = lambda sentences: self.method.embed(sentences, cfg.eval_batch_size)  # noqa: E731
+        embed = lambda sentences: self.method.embed(sentences, self.cfg.eval_batch_size)  # noqa: E731
         values = self.evaluator(embed)
         eval_seconds = time.perf_counter() - started
         if self.prober is not None:  # linguistic probing every few evaluations (own seconds, not in eval_seconds)
+            s = self.state
             values.update(self.prober(embed) if self.prober.due(s.step, s.step >= self.total_steps) else self.prober.empty_record())
+        self._track(values)
+        record = self._record(values, eval_seconds)
+        _append_jsonl(metrics_file, record)
+        self.records.append(record)
+        self.window.reset()
+        self._log_eval(values, eval_seconds)
+        return record
+
+    def _track(self, values: dict[str, Any]) -> None:
+        """Keep the best checkpoint by STS-B dev and feed the rank to the peak detector (the after-peak RR switch)."""
+        s, cfg = self.state, self.cfg
         if s.step > 0 and values[PRIMARY_METRIC] > s.best_value:
             s.best_value, s.best_step = values[PRIMARY_METRIC], s.step
             if cfg.save_best:
                 self._save_best()
-        peak_value = values[f"probe/{cfg.phase_metric}"]
-        if s.detector.update(s.step, peak_value) and self.schedule.kind == "after_peak":
+        if s.detector.update(s.step, values[f"probe/{cfg.phase_metric}"]) and self.schedule.kind == "after_peak":
             s.rr_switch_step = s.step
             log.info("rank peak detected at step %s (seen at step %d): RR switches on", s.detector.peak_step, s.step)
+
+    def _record(self, values: dict[str, Any], eval_seconds: float) -> dict[str, Any]:
+        """The evaluation record: training progress, the window's step means, the measurements, best and phase."""
+        s = self.state
         record: dict[str, Any] = {
             "step": s.step,
             "epoch": s.epoch + s.batch_in_epoch / self.per_epoch,
@@ -351,7 +377,7 @@ class Trainer:
             "loss/total": None,
             "loss/rr": None,
             "rr/entropy": None,
-            "rr/coef": self.cfg.rr_coef * self.schedule.factor(s.step, s.detector.peak_step is not None),
+            "rr/coef": self._rr_coef(),
             "rr/switch_step": s.rr_switch_step,
             "batch/erank_vne": None,
             "batch/energy_rank_99": None,
@@ -361,17 +387,16 @@ class Trainer:
         record["best/step"] = s.best_step
         record[f"best/{PRIMARY_METRIC}"] = s.best_value if math.isfinite(s.best_value) else None
         record["phase_online"] = PHASE_2 if s.detector.peak_step is not None else PHASE_1
-        record = _clean(record)
-        _append_jsonl(metrics_file, record)
-        self.records.append(record)
-        self.window.reset()
+        return _clean(record)
+
+    def _log_eval(self, values: dict[str, Any], eval_seconds: float) -> None:
+        s = self.state
         best = f"{100 * s.best_value:.2f}@{s.best_step}" if s.best_step is not None else "-"
         log.info(
             "eval step %d/%d | stsb_dev %.2f | erank %.1f | energy99 %d | align %.3f unif %.3f | best %s | %.1fs",
             s.step, self.total_steps, 100 * values[PRIMARY_METRIC], values["probe/erank_vne"], values["probe/energy_rank_99"],
             values["alignment"], values["uniformity"], best, eval_seconds,
         )
-        return record
 
     def _after_eval(self, record: dict[str, Any], evals_done: int) -> None:
         saved = None
@@ -382,40 +407,28 @@ class Trainer:
             self.report(record, saved)
 
     # -- one optimisation step --------------------------------------------------------------------
+    def _rr_coef(self) -> float:
+        """The RR coefficient at the current step (the schedule may hold it at 0 until the rank peak)."""
+        return self.cfg.rr_coef * self.schedule.factor(self.state.step, self.state.detector.peak_step is not None)
+
     def _train_step(self, sentences: list[str], batch_index: int, step_log: Any) -> None:
+        """Loss of one batch (contrastive + RR), one optimiser step, and the step's log line."""
         cfg, s = self.cfg, self.state
         if batch_index == 0:
             self.method.on_epoch_start(s.epoch)
-        batch = self.method.collate(sentences, batch_rng(cfg.seed, s.epoch, batch_index))
-        batch = _to_device(batch, self.device)
+        batch = _to_device(self.method.collate(sentences, batch_rng(cfg.seed, s.epoch, batch_index)), self.device)
         self.method.train()
         with self.method.encoder.autocast():
             output = self.method(batch)
-        coef = cfg.rr_coef * self.schedule.factor(s.step, s.detector.peak_step is not None)
-        if coef > 0:
+        coef = self._rr_coef()
+        with torch.set_grad_enabled(coef > 0):  # the entropy is logged even when RR is off
             entropy = rr_entropy(output.views, cfg.rr_on, cfg.rr_kind)
-        else:
-            with torch.no_grad():
-                entropy = rr_entropy(output.views, cfg.rr_on, cfg.rr_kind)
         rr_term = coef * entropy
         total = output.loss.float() + rr_term.to(torch.float32)
         total_value = float(total.detach())
         if not math.isfinite(total_value):
             raise TrainingDiverged(s.step + 1, f"loss became {total_value} at step {s.step + 1}; the last good checkpoint is kept in {self.out}; lower --learning-rate or --rr-coef")
-        if self.scaler is not None:
-            self.scaler.scale(total).backward()
-            self.scaler.unscale_(self.optimizer)
-        else:
-            total.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.method.trainable_parameters(), cfg.grad_clip)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self._optimizer_step(total)
         self.method.after_optimizer_step(batch, output)
         s.step += 1
         s.batch_in_epoch = batch_index + 1
@@ -429,7 +442,33 @@ class Trainer:
         self.window.add(values)
         _append_jsonl(step_log, {"step": s.step, "lr": self.scheduler.get_last_lr()[0], "rr/coef": coef, **values})
 
+    def _optimizer_step(self, loss: torch.Tensor) -> None:
+        """Backward, optional gradient clipping, optimiser and schedule step (through the scaler, a no-op unless fp16)."""
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.method.trainable_parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
     # -- main loop --------------------------------------------------------------------------------
+    def _batches(self) -> Iterator[tuple[int, list[str]]]:
+        """``(index in epoch, sentences)`` from the current position until ``total_steps`` (epochs advance here)."""
+        s, cfg = self.state, self.cfg
+        while s.step < self.total_steps:
+            for batch_index, sentences in iterate_batches(self.corpus, cfg.batch_size, cfg.seed, s.epoch, s.batch_in_epoch):
+                yield batch_index, sentences
+                if s.step >= self.total_steps:
+                    return
+            s.epoch += 1
+            s.batch_in_epoch = 0
+
+    def _result(self, final: dict[str, Any] | None) -> RunResult:
+        s = self.state
+        return RunResult(self.out, s.step, s.best_step, s.best_value if math.isfinite(s.best_value) else None, final, s.detector.peak_step, self.records)
+
     def run(self) -> RunResult:
         """Train to ``total_steps`` (from a resumed step if any), then run the final evaluation."""
         cfg, s = self.cfg, self.state
@@ -438,56 +477,43 @@ class Trainer:
             cfg.method, cfg.model, self.total_steps, self.per_epoch, cfg.batch_size, cfg.learning_rate, cfg.rr_coef,
             self.schedule, cfg.eval_every, self.device, f" ({self.amp_dtype})" if self.amp_dtype else "", self.out,
         )
-        finished = self.out / FINAL_FILE
-        if s.step >= self.total_steps and finished.is_file():
+        if s.step >= self.total_steps and (self.out / FINAL_FILE).is_file():
             log.info("run in %s is already finished", self.out)
-            final = json.loads(finished.read_text())
-            return RunResult(self.out, s.step, s.best_step, s.best_value if math.isfinite(s.best_value) else None, final, s.detector.peak_step, self.records)
+            return self._result(json.loads((self.out / FINAL_FILE).read_text()))
         evals_done = sum(1 for r in self.records if r["step"] > 0)
+        progress = _Progress(s.step, self.total_steps)
         previous = _install_stop_handlers(self)
         try:
             with open(self.out / METRICS_FILE, "a") as metrics_file, open(self.out / STEP_LOG_FILE, "a") as step_log:
                 if s.step == 0 and not self.records:
                     self._after_eval(self._evaluate(metrics_file), 0)
-                last_log, tick = s.step, time.perf_counter()
-                while s.step < self.total_steps:
-                    for batch_index, sentences in iterate_batches(self.corpus, cfg.batch_size, cfg.seed, s.epoch, s.batch_in_epoch):
-                        started = time.perf_counter()
-                        try:
-                            self._train_step(sentences, batch_index, step_log)
-                        except TrainingDiverged as exc:
-                            ckpt.write_json_atomic(self.out / ERROR_FILE, {"step": exc.step, "error": str(exc), "kind": "diverged"})
-                            raise
-                        s.train_seconds += time.perf_counter() - started
-                        if s.step % cfg.log_every == 0:
-                            rate = (s.step - last_log) / max(1e-9, time.perf_counter() - tick)
-                            eta = (self.total_steps - s.step) / max(rate, 1e-9)
-                            m = self.window.means()
-                            log.info("step %d/%d | loss %.4f | rr %.4f | batch erank %.1f | %.2f steps/s | eta %s", s.step, self.total_steps, m.get("loss/total", float("nan")), m.get("loss/rr", 0.0), m.get("batch/erank_vne", float("nan")), rate, _fmt_seconds(eta))
-                            last_log, tick = s.step, time.perf_counter()
-                        if s.step % cfg.eval_every == 0 or s.step >= self.total_steps:
-                            evals_done += 1
-                            self._after_eval(self._evaluate(metrics_file), evals_done)
-                            tick = time.perf_counter()
-                            last_log = s.step
-                        if self._stop_signal is not None:
-                            raise KeyboardInterrupt
-                        if s.step >= self.total_steps:
-                            break
-                    else:
-                        s.epoch += 1
-                        s.batch_in_epoch = 0
+                for batch_index, sentences in self._batches():
+                    started = time.perf_counter()
+                    try:
+                        self._train_step(sentences, batch_index, step_log)
+                    except TrainingDiverged as exc:
+                        write_json_atomic(self.out / ERROR_FILE, {"step": exc.step, "error": str(exc), "kind": "diverged"})
+                        raise
+                    s.train_seconds += time.perf_counter() - started
+                    if s.step % cfg.log_every == 0:
+                        progress.log(s.step, self.window.means())
+                    if s.step % cfg.eval_every == 0 or s.step >= self.total_steps:
+                        evals_done += 1
+                        self._after_eval(self._evaluate(metrics_file), evals_done)
+                        progress.restart(s.step)
+                    if self.stop_requested is not None:
+                        raise KeyboardInterrupt
         except KeyboardInterrupt:
-            if s.step > 0 and self.checkpoint_every_evals and self._stop_signal is not None:
+            if s.step > 0 and self.checkpoint_every_evals and self.stop_requested is not None:
                 log.warning("stopped at step %d: saving a resume checkpoint in %s (continue with --resume)", s.step, self.out / "last")
                 self._save_resume()
             raise
         finally:
             _restore_handlers(previous)
-        final = self._final_evaluation()
-        return RunResult(self.out, s.step, s.best_step, s.best_value if math.isfinite(s.best_value) else None, final, s.detector.peak_step, self.records)
+        return self._result(self._final_evaluation())
 
     def _final_evaluation(self) -> dict[str, Any]:
+        """Score the best checkpoint (the last model without one) and write ``final.json``."""
         cfg, s = self.cfg, self.state
         result: dict[str, Any] = {
             "best_step": s.best_step,
@@ -501,22 +527,8 @@ class Trainer:
             method = load_for_eval(str(best)).to(self.device) if best else self.method
             method.encoder.autocast_dtype = self.amp_dtype
             result["checkpoint"] = "best" if best else "last"
-        if cfg.final_tasks:
-            started = time.perf_counter()
-            sts = evaluate_sts(lambda sentences: method.embed(sentences, cfg.eval_batch_size), cfg.final_tasks, cfg.data_dir)
-            result.update(sts["scores"])
-            result["avg"] = sts["avg"]
-            result["details"] = sts["tasks"]
-            result["eval_seconds"] = time.perf_counter() - started
-            log.info("final (%s checkpoint, step %s): %s", result["checkpoint"], s.best_step, format_scores(sts["scores"], sts["avg"]))
-        if self.prober is not None:  # full-setting probing of the same checkpoint
-            result.update(self.prober.final(lambda sentences: method.embed(sentences, cfg.eval_batch_size)))
-        if cfg.transfer_tasks:
-            started = time.perf_counter()
-            result["transfer"] = evaluate_transfer(lambda sentences: method.embed(sentences, cfg.eval_batch_size), cfg.transfer_tasks, cfg.data_dir)
-            result.update({f"transfer/{task}": scores["acc"] for task, scores in result["transfer"].items()})
-            result["transfer_seconds"] = time.perf_counter() - started
-        ckpt.write_json_atomic(self.out / FINAL_FILE, result)
+            result.update(final_scores(method, cfg, self.prober, f"{result['checkpoint']} checkpoint, step {s.best_step}"))
+        write_json_atomic(self.out / FINAL_FILE, result)
         return result
 
 
@@ -524,9 +536,9 @@ def _install_stop_handlers(trainer: Trainer) -> dict[int, Any]:
     """SIGINT/SIGTERM ask the loop to stop after the current step (state is consistent there); a second one stops at once."""
 
     def handler(signum: int, frame: Any) -> None:
-        if trainer._stop_signal is not None:
+        if trainer.stop_requested is not None:
             raise KeyboardInterrupt
-        trainer._stop_signal = signum
+        trainer.request_stop(signum)
         log.warning("signal %d: stopping after this step (send again to stop now)", signum)
 
     previous: dict[int, Any] = {}
@@ -559,14 +571,6 @@ def _fmt_seconds(seconds: float) -> str:
     minutes, sec = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{sec:02d}s"
-
-
-def format_scores(scores: dict[str, float], avg: float | None = None) -> str:
-    """One line of STS scores ×100."""
-    parts = [f"{k} {100 * v:.2f}" for k, v in scores.items()]
-    if avg is not None:
-        parts.append(f"avg {100 * avg:.2f}")
-    return " | ".join(parts)
 
 
 def run(cfg: TrainConfig, output_dir: str | Path, report: Reporter | None = None, resume: bool = False, overwrite: bool = False) -> RunResult:

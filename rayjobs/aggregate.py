@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rankcse.config import DEFAULT_PHASE_METRIC
+from rankcse.config import DEFAULT_PHASE_METRIC, STS_TASKS
 from rankcse.errors import RankCSEError
 from rankcse.phases import split_phases
 from rayjobs import schema
@@ -36,7 +36,7 @@ from rayjobs.statistics import N_BOOT, bootstrap_mean_std, correlate, mean_of_co
 
 log = logging.getLogger("rayjobs")
 
-FINAL_SCORES = ("sts12", "sts13", "sts14", "sts15", "sts16", "stsb", "sickr", "avg")
+FINAL_SCORES = (*STS_TASKS, "avg")
 TRIAL_QUANTITIES = ("best_stsb_dev", "avg_rank", "avg_energy_rank_99", "avg_erank_vne", "rank_at_best", "peak_rank")
 ENERGY = "probe/energy_rank_99"
 VNE = "probe/erank_vne"
@@ -217,11 +217,50 @@ def correlations(steps: pd.DataFrame, trials: pd.DataFrame, summary: pd.DataFram
 # -- the whole folder ---------------------------------------------------------------------------------
 
 
-def build_tables(experiment_dir: Path, rank_metric: str = DEFAULT_PHASE_METRIC, window: int = 3, n_boot: int = N_BOOT, seed: int = 0) -> tuple[dict[str, pd.DataFrame], list[Trial], list[str]]:
+def parse_only(items: Sequence[str]) -> dict[str, list[str]]:
+    """``--only KEY=V1,V2`` flags as {axis: allowed values}; a bad item is a ConfigError."""
+    from rankcse.errors import ConfigError
+
+    only: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key.strip() or not values.strip():
+            raise ConfigError(f"--only takes KEY=V1,V2 (a grid axis and the values to keep), got {item!r}")
+        only.setdefault(key.strip(), []).extend(v.strip() for v in values.split(","))
+    return only
+
+
+def _matches(value: Any, allowed: list[str]) -> bool:
+    """Whether a trial's axis value is one of the ``--only`` values (numbers compared as numbers)."""
+    for text in allowed:
+        try:
+            if float(text) == float(value):
+                return True
+        except (TypeError, ValueError):
+            if str(value) == text:
+                return True
+    return False
+
+
+def select_trials(trials: list[Trial], only: dict[str, list[str]]) -> list[Trial]:
+    """The trials whose grid cell matches every ``--only`` axis (unreadable folders are kept, to be reported)."""
+    if not only:
+        return trials
+    from rankcse.errors import ConfigError
+
+    known = {k for t in trials for k in {**t.config, **t.axes}}
+    unknown = sorted(set(only) - known)
+    if unknown and any(t.status != CORRUPT for t in trials):
+        raise ConfigError(f"--only names {', '.join(unknown)}, which no trial has; its axes are {', '.join(sorted(known & {k for t in trials for k in t.axes}))}")
+    return [t for t in trials if t.status == CORRUPT or all(_matches({**t.config, **t.axes}.get(k), v) for k, v in only.items())]
+
+
+def build_tables(experiment_dir: Path, rank_metric: str = DEFAULT_PHASE_METRIC, window: int = 3, n_boot: int = N_BOOT, seed: int = 0,
+                 only: dict[str, list[str]] | None = None) -> tuple[dict[str, pd.DataFrame], list[Trial], list[str]]:
     """Read the experiment and compute every table; return (tables, trials as read, extra grid axes)."""
     experiment_dir = Path(experiment_dir).expanduser().resolve()
     sweep = experiment_dir.name
-    trials = read_experiment(experiment_dir)
+    trials = select_trials(read_experiment(experiment_dir), only or {})
     rank_column = f"probe/{rank_metric}"
     axes = sorted({k for t in trials for k in t.axes if k not in CORE_KEYS})
     step_frames, trial_rows = [], []
@@ -255,12 +294,13 @@ def build_tables(experiment_dir: Path, rank_metric: str = DEFAULT_PHASE_METRIC, 
     return tables, trials, axes
 
 
-def aggregate(experiment_dir: str | Path, output_dir: str | Path, rank_metric: str = DEFAULT_PHASE_METRIC, window: int = 3, n_boot: int = N_BOOT, seed: int = 0, figures: bool = True) -> Aggregated:
-    """Aggregate ``experiment_dir`` into ``output_dir`` (tables, figures, report.md)."""
+def aggregate(experiment_dir: str | Path, output_dir: str | Path, rank_metric: str = DEFAULT_PHASE_METRIC, window: int = 3, n_boot: int = N_BOOT, seed: int = 0,
+              figures: bool = True, only: dict[str, list[str]] | None = None) -> Aggregated:
+    """Aggregate ``experiment_dir`` (the trials matching ``only``, if given) into ``output_dir`` (tables, figures, report.md)."""
     started = time.perf_counter()
     experiment_dir = Path(experiment_dir).expanduser().resolve()
     output_dir = Path(output_dir).expanduser().resolve()
-    tables, trials, axes = build_tables(experiment_dir, rank_metric, window, n_boot, seed)
+    tables, trials, axes = build_tables(experiment_dir, rank_metric, window, n_boot, seed, only)
     output_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     # How the findings were computed, so they can be recomputed from the steps and trials tables alone.
@@ -278,7 +318,7 @@ def aggregate(experiment_dir: str | Path, output_dir: str | Path, rank_metric: s
         files.update(figure_files)
     from rayjobs.report import write_report
 
-    files["report"] = write_report(output_dir, experiment_dir, tables, trials, counts, figure_files, f"probe/{rank_metric}", window)
+    files["report"] = write_report(output_dir, experiment_dir, tables, trials, counts, figure_files, f"probe/{rank_metric}", window, only)
     done = tables["trials"][tables["trials"]["status"] == COMPLETED]
     cells = {cell_label(_cell_of(row, axes)) for _, row in done.iterrows()}
     return Aggregated(output_dir, files, counts, skipped, cells, time.perf_counter() - started)
@@ -306,6 +346,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-boot", type=int, default=N_BOOT, help="bootstrap resamples for the intervals")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument("--only", action="append", default=[], metavar="KEY=V1,V2",
+                   help="keep only the trials whose grid cell has one of these values (repeatable; e.g. --only rr_schedule=always --only rr_coef=0,0.1)")
 
 
 def register_command(sub: argparse._SubParsersAction) -> tuple[str, Any]:
@@ -323,7 +365,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.smooth < 1 or args.n_boot < 10:
         raise ConfigError("--smooth must be >= 1 and --n-boot >= 10")
     output = args.output_dir or Path("results") / Path(args.experiment_dir).resolve().name
-    result = aggregate(args.experiment_dir, output, args.rank_metric, args.smooth, args.n_boot, args.seed, figures=not args.no_figures)
+    only = parse_only(args.only)
+    result = aggregate(args.experiment_dir, output, args.rank_metric, args.smooth, args.n_boot, args.seed, figures=not args.no_figures, only=only)
     print(result.describe())
     return 0
 

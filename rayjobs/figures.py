@@ -8,11 +8,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from rayjobs.histories import COMPLETED  # noqa: E402
+from rayjobs.histories import COMPLETED
 
 DPI = 110
 
@@ -52,7 +52,12 @@ def rank_and_stsb_over_steps(steps: pd.DataFrame, trials: pd.DataFrame, rank_col
             mean = cur.groupby("step")[[rank_column, "stsb_dev"]].mean()
             ax.plot(mean.index, mean[rank_column], color=colors[(coef, schedule)], lw=1.8, label=f"rank, {label}")
             twin.plot(mean.index, 100 * mean["stsb_dev"], color=colors[(coef, schedule)], lw=1.2, ls="--", label=f"STS-B dev, {label}")
-            done = trials[(trials["method"] == method) & (trials["rr_coef"] == coef) & (trials["rr_schedule"] == schedule) & (trials["status"] == COMPLETED)]
+            done = trials[
+                (trials["method"] == method)
+                & (trials["rr_coef"] == coef)
+                & (trials["rr_schedule"] == schedule)
+                & (trials["status"] == COMPLETED)
+            ]
             peaks = done["peak_step"].dropna()
             if len(peaks):
                 ax.axvline(float(np.median(peaks)), color=colors[(coef, schedule)], ls=":", lw=1.2)
@@ -109,8 +114,11 @@ def rank_vs_seed_std(summary: pd.DataFrame, path: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for method, part in joined.groupby("method", sort=True):
-        kinds = (("", "o", part["rr_coef"] == 0), (" + RR", "^", (part["rr_coef"] > 0) & (part["rr_schedule"] == "always")),
-                 (" + RR (other schedule)", "s", (part["rr_coef"] > 0) & (part["rr_schedule"] != "always")))
+        kinds = (
+            ("", "o", part["rr_coef"] == 0),
+            (" + RR", "^", (part["rr_coef"] > 0) & (part["rr_schedule"] == "always")),
+            (" + RR (other schedule)", "s", (part["rr_coef"] > 0) & (part["rr_schedule"] != "always")),
+        )
         for suffix, marker, mask in kinds:
             cur = part[mask]
             if len(cur):
@@ -134,7 +142,9 @@ def draw_figures(tables: dict[str, pd.DataFrame], output_dir: Path, rank_column:
     """Draw every figure that the tables allow; return name -> file."""
     out = {}
     drawn = {
-        "fig_rank_stsb": rank_and_stsb_over_steps(tables["steps"], tables["trials"], rank_column, output_dir / "rank_and_stsb_over_steps.png"),
+        "fig_rank_stsb": rank_and_stsb_over_steps(
+            tables["steps"], tables["trials"], rank_column, output_dir / "rank_and_stsb_over_steps.png"
+        ),
         "fig_score_rr": score_by_rr(tables["summary"], output_dir / "score_by_rr.png"),
         "fig_rank_std": rank_vs_seed_std(tables["summary"], output_dir / "rank_vs_seed_std.png"),
     }

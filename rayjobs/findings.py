@@ -47,26 +47,37 @@ class Claim:
     paper_note: str = ""
 
 
-CLAIMS = {c.key: c for c in (
-    Claim("1", "without RR the rank rises, then falls (an interior peak)", "share", 0.5, +1, NAN, "all five methods (qualitative) [L]"),
-    Claim("2", "without RR, rank vs STS-B dev is positive within Phase 1", "r", 0.0, +1, 0.85, "[L]"),
-    Claim("3", "without RR, rank vs STS-B dev is negative within Phase 2", "r", 0.0, -1, -0.81, "[L]"),
-    Claim("4", "RR lowers the average rank", "relative", 0.0, -1, 195 / 324 - 1, "324 -> 195 of 768 dims (unverified)"),
-    Claim("5a", "RR raises the best STS-B dev", "difference", 0.0, +1, NAN, "raises STS, all five methods [C]"),
-    Claim("5b", "RR raises the STS test average", "difference", 0.0, +1, NAN, "raises STS, all five methods [C]"),
-    Claim("5c", "RR raises STS-B test", "difference", 0.0, +1, 79.94 / 100 - 76.85 / 100, "76.85 -> 79.94, SimCSE (unverified)"),
-    Claim("6", "RR lowers the seed std of the STS test average", "ratio", 1.0, -1, NAN, "lower seed variance [L]"),
-    Claim("7", "average rank vs seed std of the test average is positive across conditions", "r", 0.0, +1, 0.94, "across models (unverified)"),
-    Claim("8", "RR reaches its best STS-B dev earlier", "steps", 0.0, -1, NAN, "often speeds convergence [L]"),
-    Claim("P1", "after_peak RR raises the best STS-B dev over no RR", "difference", 0.0, +1),
-    Claim("P2", "after_peak RR raises the STS test average over no RR", "difference", 0.0, +1),
-    Claim("P3", "after_peak RR lowers the seed std of the test average vs no RR", "ratio", 1.0, -1),
-    Claim("P4", "after_peak RR lowers the average rank vs no RR", "relative", 0.0, -1),
-    Claim("P5", "after_peak RR beats always-on RR on the best STS-B dev", "difference", 0.0, +1),
-    Claim("P6", "after_peak RR beats always-on RR on the STS test average", "difference", 0.0, +1),
-    Claim("P7", "after_peak RR has a lower seed std of the test average than always-on RR", "ratio", 1.0, -1),
-    Claim("P8", "after_peak RR keeps a higher average rank than always-on RR", "relative", 0.0, +1),
-)}
+CLAIMS = {
+    c.key: c
+    for c in (
+        Claim("1", "without RR the rank rises, then falls (an interior peak)", "share", 0.5, +1, NAN, "all five methods (qualitative) [L]"),
+        Claim("2", "without RR, rank vs STS-B dev is positive within Phase 1", "r", 0.0, +1, 0.85, "[L]"),
+        Claim("3", "without RR, rank vs STS-B dev is negative within Phase 2", "r", 0.0, -1, -0.81, "[L]"),
+        Claim("4", "RR lowers the average rank", "relative", 0.0, -1, 195 / 324 - 1, "324 -> 195 of 768 dims (unverified)"),
+        Claim("5a", "RR raises the best STS-B dev", "difference", 0.0, +1, NAN, "raises STS, all five methods [C]"),
+        Claim("5b", "RR raises the STS test average", "difference", 0.0, +1, NAN, "raises STS, all five methods [C]"),
+        Claim("5c", "RR raises STS-B test", "difference", 0.0, +1, 79.94 / 100 - 76.85 / 100, "76.85 -> 79.94, SimCSE (unverified)"),
+        Claim("6", "RR lowers the seed std of the STS test average", "ratio", 1.0, -1, NAN, "lower seed variance [L]"),
+        Claim(
+            "7",
+            "average rank vs seed std of the test average is positive across conditions",
+            "r",
+            0.0,
+            +1,
+            0.94,
+            "across models (unverified)",
+        ),
+        Claim("8", "RR reaches its best STS-B dev earlier", "steps", 0.0, -1, NAN, "often speeds convergence [L]"),
+        Claim("P1", "after_peak RR raises the best STS-B dev over no RR", "difference", 0.0, +1),
+        Claim("P2", "after_peak RR raises the STS test average over no RR", "difference", 0.0, +1),
+        Claim("P3", "after_peak RR lowers the seed std of the test average vs no RR", "ratio", 1.0, -1),
+        Claim("P4", "after_peak RR lowers the average rank vs no RR", "relative", 0.0, -1),
+        Claim("P5", "after_peak RR beats always-on RR on the best STS-B dev", "difference", 0.0, +1),
+        Claim("P6", "after_peak RR beats always-on RR on the STS test average", "difference", 0.0, +1),
+        Claim("P7", "after_peak RR has a lower seed std of the test average than always-on RR", "ratio", 1.0, -1),
+        Claim("P8", "after_peak RR keeps a higher average rank than always-on RR", "relative", 0.0, +1),
+    )
+}
 #: Claims whose estimate depends on the rank notion (tested under each of RANK_METRICS).
 RANK_CLAIMS = ("1", "2", "3", "4", "7", "P4", "P8")
 
@@ -85,14 +96,35 @@ def verdict(claim: Claim, low: float, high: float, missing: str | None = None) -
     return NOT_ENOUGH, f"the 95% interval [{low:.3g}, {high:.3g}] holds {claim.null:g}: more seeds or conditions needed"
 
 
-def _row(claim: Claim, scope: str, rank_metric: str, estimate: float, low: float, high: float, n: int, n_unit: str,
-         p: float = NAN, missing: str | None = None) -> dict[str, Any]:
+def _row(
+    claim: Claim,
+    scope: str,
+    rank_metric: str,
+    estimate: float,
+    low: float,
+    high: float,
+    n: int,
+    n_unit: str,
+    p: float = NAN,
+    missing: str | None = None,
+) -> dict[str, Any]:
     verdict_text, reason = verdict(claim, low, high, missing)
     return {
-        "claim": claim.key, "finding": claim.text, "rank_metric": rank_metric, "scope": scope, "statistic": claim.statistic,
-        "estimate": estimate, "ci_low": low, "ci_high": high, "n": int(n), "n_unit": n_unit, "p_value": p,
-        "paper_value": claim.paper_value if scope == "all" else NAN, "paper_note": claim.paper_note if scope == "all" else "",
-        "verdict": verdict_text, "reason": reason,
+        "claim": claim.key,
+        "finding": claim.text,
+        "rank_metric": rank_metric,
+        "scope": scope,
+        "statistic": claim.statistic,
+        "estimate": estimate,
+        "ci_low": low,
+        "ci_high": high,
+        "n": int(n),
+        "n_unit": n_unit,
+        "p_value": p,
+        "paper_value": claim.paper_value if scope == "all" else NAN,
+        "paper_note": claim.paper_note if scope == "all" else "",
+        "verdict": verdict_text,
+        "reason": reason,
     }
 
 
@@ -129,7 +161,9 @@ class _Trials:
             for key in ("interior", "avg_rank", "peak_step", "phase2_evals", "fall"):
                 self.done[f"{key}/{metric}"] = self.done["trial_id"].map({t: v[key] for t, v in per_trial.items()})
             if labelled:
-                self.points[metric] = pd.concat(labelled, ignore_index=True).merge(self.done[["trial_id", "method", "rr_coef"]], on="trial_id")
+                self.points[metric] = pd.concat(labelled, ignore_index=True).merge(
+                    self.done[["trial_id", "method", "rr_coef"]], on="trial_id"
+                )
 
     def select(self, schedule: str | None = None, rr: bool | None = None) -> pd.DataFrame:
         """Trials with RR on (``rr``) or off, under ``schedule`` (RR-off trials match any schedule)."""
@@ -147,8 +181,16 @@ def _pairs(treated: pd.DataFrame, baseline: pd.DataFrame, keys: list[str], colum
     return [(g[column].astype(float).tolist(), base[k]) for k, g in treated.groupby(keys, sort=True, dropna=False) if k in base]
 
 
-def _difference_rows(claim: Claim, treated: pd.DataFrame, baseline: pd.DataFrame, keys: list[str], column: str, rank_metric: str = "",
-                     relative: bool = False, why_empty: str = "") -> list[dict[str, Any]]:
+def _difference_rows(
+    claim: Claim,
+    treated: pd.DataFrame,
+    baseline: pd.DataFrame,
+    keys: list[str],
+    column: str,
+    rank_metric: str = "",
+    relative: bool = False,
+    why_empty: str = "",
+) -> list[dict[str, Any]]:
     rows = []
     for scope, t_part, b_part in _scopes(treated, baseline):
         strata = _pairs(t_part, b_part, keys, column)
@@ -162,14 +204,20 @@ def _difference_rows(claim: Claim, treated: pd.DataFrame, baseline: pd.DataFrame
     return rows
 
 
-def _std_ratio_rows(claim: Claim, treated: pd.DataFrame, baseline: pd.DataFrame, keys: list[str], why_empty: str = "") -> list[dict[str, Any]]:
+def _std_ratio_rows(
+    claim: Claim, treated: pd.DataFrame, baseline: pd.DataFrame, keys: list[str], why_empty: str = ""
+) -> list[dict[str, Any]]:
     rows = []
     for scope, t_part, b_part in _scopes(treated, baseline):
         t_groups = [g["avg"].astype(float).tolist() for _, g in t_part.groupby(keys, sort=True, dropna=False)]
         b_groups = [g["avg"].astype(float).tolist() for _, g in b_part.groupby(keys, sort=True, dropna=False)]
         test = pooled_std_ratio(t_groups, b_groups)
-        missing = why_empty or (None if test["df_treated"] >= 2 and test["df_baseline"] >= 2 else "fewer than 3 seeds per side: no seed std to compare")
-        rows.append(_row(claim, scope, "", test["ratio"], test["ci_low"], test["ci_high"], len(t_part) + len(b_part), "trials", test["p"], missing))
+        missing = why_empty or (
+            None if test["df_treated"] >= 2 and test["df_baseline"] >= 2 else "fewer than 3 seeds per side: no seed std to compare"
+        )
+        rows.append(
+            _row(claim, scope, "", test["ratio"], test["ci_low"], test["ci_high"], len(t_part) + len(b_part), "trials", test["p"], missing)
+        )
     return rows
 
 
@@ -191,7 +239,9 @@ def _share_rows(claim: Claim, data: _Trials, metric: str) -> list[dict[str, Any]
     return rows
 
 
-def _phase_correlation_rows(claim: Claim, data: _Trials, metric: str, phase: int, rng: np.random.Generator, n_boot: int) -> list[dict[str, Any]]:
+def _phase_correlation_rows(
+    claim: Claim, data: _Trials, metric: str, phase: int, rng: np.random.Generator, n_boot: int
+) -> list[dict[str, Any]]:
     points = data.points.get(metric)
     rows = []
     if points is None:
@@ -199,9 +249,25 @@ def _phase_correlation_rows(claim: Claim, data: _Trials, metric: str, phase: int
     inside = points[(points["phase"] == phase) & (points["rr_coef"] == 0)]
     for scope, part, _ in _scopes(inside, inside.iloc[0:0]):
         corr = correlate(part["rank"], part["stsb_dev"], rng, part["trial_id"].to_numpy(), n_boot)
-        missing = None if corr["n_trials"] >= MIN_TRIALS and corr["n"] >= 2 * MIN_TRIALS else (
-            f"{corr['n']} evaluations from {corr['n_trials']} trials without RR in Phase {phase}; needs >= {MIN_TRIALS} trials")
-        rows.append(_row(claim, scope, metric, corr["pearson_r"], corr["pearson_ci_low"], corr["pearson_ci_high"], corr["n"], "evaluations", corr["pearson_p"], missing))
+        missing = (
+            None
+            if corr["n_trials"] >= MIN_TRIALS and corr["n"] >= 2 * MIN_TRIALS
+            else (f"{corr['n']} evaluations from {corr['n_trials']} trials without RR in Phase {phase}; needs >= {MIN_TRIALS} trials")
+        )
+        rows.append(
+            _row(
+                claim,
+                scope,
+                metric,
+                corr["pearson_r"],
+                corr["pearson_ci_low"],
+                corr["pearson_ci_high"],
+                corr["n"],
+                "evaluations",
+                corr["pearson_p"],
+                missing,
+            )
+        )
     return rows
 
 
@@ -216,10 +282,25 @@ def _rank_std_rows(claim: Claim, data: _Trials, metric: str, rng: np.random.Gene
     keep = (count >= 2) & x.notna() & y.notna()
     corr = correlate(x[keep], y[keep], rng, None, n_boot)
     missing = None if corr["n"] >= MIN_CONDITIONS else f"{corr['n']} conditions with >= 2 seeds; the correlation needs >= {MIN_CONDITIONS}"
-    return [_row(claim, "all", metric, corr["pearson_r"], corr["pearson_ci_low"], corr["pearson_ci_high"], corr["n"], "conditions", corr["pearson_p"], missing)]
+    return [
+        _row(
+            claim,
+            "all",
+            metric,
+            corr["pearson_r"],
+            corr["pearson_ci_low"],
+            corr["pearson_ci_high"],
+            corr["n"],
+            "conditions",
+            corr["pearson_p"],
+            missing,
+        )
+    ]
 
 
-def compute_findings(steps: pd.DataFrame, trials: pd.DataFrame, axes: Sequence[str] = (), window: int = 3, n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:
+def compute_findings(
+    steps: pd.DataFrame, trials: pd.DataFrame, axes: Sequence[str] = (), window: int = 3, n_boot: int = N_BOOT, seed: int = 0
+) -> pd.DataFrame:
     """Every claim's rows (the whole sweep, then each method) from the steps and trials tables."""
     rng = np.random.default_rng(seed)
     data = _Trials(steps, trials, axes, window)
@@ -248,15 +329,29 @@ def compute_findings(steps: pd.DataFrame, trials: pd.DataFrame, axes: Sequence[s
     rows += _std_ratio_rows(c["P7"], phase_aware, paper_rr, data.condition_keys, why_empty=no_phase_aware or no_paper_rr)
     for metric in RANK_METRICS:
         if f"avg_rank/{metric}" in data.done:
-            rows += _difference_rows(c["P4"], phase_aware, off, strata, f"avg_rank/{metric}", metric, relative=True, why_empty=no_phase_aware)
-            rows += _difference_rows(c["P8"], phase_aware, paper_rr, coef_strata, f"avg_rank/{metric}", metric, relative=True,
-                                     why_empty=no_phase_aware or no_paper_rr)
+            rows += _difference_rows(
+                c["P4"], phase_aware, off, strata, f"avg_rank/{metric}", metric, relative=True, why_empty=no_phase_aware
+            )
+            rows += _difference_rows(
+                c["P8"],
+                phase_aware,
+                paper_rr,
+                coef_strata,
+                f"avg_rank/{metric}",
+                metric,
+                relative=True,
+                why_empty=no_phase_aware or no_paper_rr,
+            )
     order = {k: i for i, k in enumerate(CLAIMS)}
     frame = pd.DataFrame(rows)
     frame["_order"] = frame["claim"].map(order)
     frame["_metric"] = frame["rank_metric"].map({m: i for i, m in enumerate(RANK_METRICS)}).fillna(-1)
     frame["_scope"] = (frame["scope"] != "all").astype(int)
-    return frame.sort_values(["_order", "_metric", "_scope", "scope"], kind="stable").drop(columns=["_order", "_metric", "_scope"]).reset_index(drop=True)
+    return (
+        frame.sort_values(["_order", "_metric", "_scope", "scope"], kind="stable")
+        .drop(columns=["_order", "_metric", "_scope"])
+        .reset_index(drop=True)
+    )
 
 
 def phase_split_by_metric(steps: pd.DataFrame, trials: pd.DataFrame, axes: Sequence[str] = (), window: int = 3) -> pd.DataFrame:
@@ -267,7 +362,11 @@ def phase_split_by_metric(steps: pd.DataFrame, trials: pd.DataFrame, axes: Seque
     """
     data = _Trials(steps, trials, axes, window)
     rows = []
-    groups = (("no RR", data.select(rr=False)), (f"RR ({PAPER_RR})", data.select(PAPER_RR, rr=True)), (f"RR ({PHASE_AWARE})", data.select(PHASE_AWARE, rr=True)))
+    groups = (
+        ("no RR", data.select(rr=False)),
+        (f"RR ({PAPER_RR})", data.select(PAPER_RR, rr=True)),
+        (f"RR ({PHASE_AWARE})", data.select(PHASE_AWARE, rr=True)),
+    )
     for metric in RANK_METRICS:
         if f"interior/{metric}" not in data.done:
             continue
@@ -275,12 +374,16 @@ def phase_split_by_metric(steps: pd.DataFrame, trials: pd.DataFrame, axes: Seque
             part = part[part[f"interior/{metric}"].notna()]
             if part.empty:
                 continue
-            rows.append({
-                "rank_metric": metric, "trials": label, "n": len(part),
-                "interior_peak": float(part[f"interior/{metric}"].astype(bool).mean()),
-                "phase2_nonempty": float((part[f"phase2_evals/{metric}"] > 0).mean()),
-                "median_peak_step": float(part[f"peak_step/{metric}"].median()),
-                "median_phase2_evals": float(part[f"phase2_evals/{metric}"].median()),
-                "median_fall_to_best": float(part[f"fall/{metric}"].median()) if part[f"fall/{metric}"].notna().any() else NAN,
-            })
+            rows.append(
+                {
+                    "rank_metric": metric,
+                    "trials": label,
+                    "n": len(part),
+                    "interior_peak": float(part[f"interior/{metric}"].astype(bool).mean()),
+                    "phase2_nonempty": float((part[f"phase2_evals/{metric}"] > 0).mean()),
+                    "median_peak_step": float(part[f"peak_step/{metric}"].median()),
+                    "median_phase2_evals": float(part[f"phase2_evals/{metric}"].median()),
+                    "median_fall_to_best": float(part[f"fall/{metric}"].median()) if part[f"fall/{metric}"].notna().any() else NAN,
+                }
+            )
     return pd.DataFrame(rows)

@@ -22,6 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rankcse.errors import ConfigError
+from rankcse.io import CONFIG_FILE, FINAL_FILE, METRICS_FILE, PROVENANCE_FILE
+from rayjobs.spec import read_sweep_record
+
 COMPLETED, ERRORED, INCOMPLETE, CORRUPT, DUPLICATE = "completed", "errored", "incomplete", "corrupt", "duplicate"
 #: Folders never searched for trials.
 SKIP_DIRS = {"run", "best", "last", ".rankcse", "__pycache__"}
@@ -94,10 +98,9 @@ def _tune_error(folder: Path) -> tuple[str | None, int]:
 
 def read_sweep_spec(experiment_dir: Path) -> dict[str, Any] | None:
     """The spec ``rayjobs/sweep.py`` recorded for the experiment (``.rankcse/sweep.json``), if any."""
-    path = Path(experiment_dir) / ".rankcse" / "sweep.json"
     try:
-        return _read_json(path)["spec"]
-    except (OSError, ValueError, KeyError, TypeError):
+        return read_sweep_record(experiment_dir)["spec"]
+    except (ConfigError, KeyError):
         return None
 
 
@@ -114,12 +117,12 @@ def read_tune_trial(folder: Path, root: Path, spec: dict[str, Any] | None = None
         axes = dict(params)  # Tune's param space is the grid cell
         run = folder / "run"
         fixed = dict((spec or {}).get("train") or {})
-        config = _read_json(run / "config.json") if (run / "config.json").is_file() else {**fixed, **axes}
-        if (run / "metrics.jsonl").is_file():
-            records = _read_jsonl(run / "metrics.jsonl")
+        config = _read_json(run / CONFIG_FILE) if (run / CONFIG_FILE).is_file() else {**fixed, **axes}
+        if (run / METRICS_FILE).is_file():
+            records = _read_jsonl(run / METRICS_FILE)
         else:
             records = [r for r in rows if r.get("kind") == "eval"]
-        final = _read_json(run / "final.json") if (run / "final.json").is_file() else None
+        final = _read_json(run / FINAL_FILE) if (run / FINAL_FILE).is_file() else None
         if final is None:
             last = next((r for r in reversed(rows) if r.get("kind") == "final"), None)
             if last is not None:
@@ -138,9 +141,9 @@ def read_plain_run(folder: Path, root: Path) -> Trial:
     """An output folder of ``rankcse train``."""
     rel = folder.relative_to(root).as_posix() or "."
     try:
-        config = _read_json(folder / "config.json")
-        records = _read_jsonl(folder / "metrics.jsonl") if (folder / "metrics.jsonl").is_file() else []
-        final = _read_json(folder / "final.json") if (folder / "final.json").is_file() else None
+        config = _read_json(folder / CONFIG_FILE)
+        records = _read_jsonl(folder / METRICS_FILE) if (folder / METRICS_FILE).is_file() else []
+        final = _read_json(folder / FINAL_FILE) if (folder / FINAL_FILE).is_file() else None
         error = _read_json(folder / "error.json").get("error") if (folder / "error.json").is_file() else None
         if not isinstance(config, dict):
             raise ValueError("config.json is not a mapping")
@@ -153,7 +156,7 @@ def read_plain_run(folder: Path, root: Path) -> Trial:
 def _device(run: Path) -> str | None:
     """The device a run trained on, from its provenance record (None before it started)."""
     try:
-        device = _read_json(run / "provenance.json").get("device")
+        device = _read_json(run / PROVENANCE_FILE).get("device")
     except (OSError, ValueError, AttributeError):
         return None
     return str(device) if device is not None else None
@@ -172,7 +175,7 @@ def _walk(root: Path) -> Iterator[tuple[Path, str]]:
         if "params.json" in names or "result.json" in names:
             yield folder, "tune"
             continue
-        if "config.json" in names and ("metrics.jsonl" in names or "final.json" in names):
+        if CONFIG_FILE in names and (METRICS_FILE in names or FINAL_FILE in names):
             yield folder, "run"
             continue
         stack.extend(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False) and e.name not in SKIP_DIRS and not e.name.startswith("checkpoint_"))

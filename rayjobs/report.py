@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from rankcse.io import write_text_atomic
 from rayjobs import schema
 from rayjobs.histories import COMPLETED, CORRUPT, Trial
 
@@ -165,12 +165,14 @@ def _trials_section(trials: pd.DataFrame, read: list[Trial], counts: dict[str, i
     return out
 
 
-def write_report(output_dir: Path, experiment_dir: Path, tables: dict[str, pd.DataFrame], read: list[Trial], counts: dict[str, int], figures: dict[str, Path], rank_column: str, window: int) -> Path:
-    """Write ``report.md`` next to the tables (atomically) and return its path."""
+def write_report(output_dir: Path, experiment_dir: Path, tables: dict[str, pd.DataFrame], read: list[Trial], counts: dict[str, int], figures: dict[str, Path], rank_column: str, window: int,
+                 only: dict[str, list[str]] | None = None) -> Path:
+    """Write ``report.md`` next to the tables (atomically) and return its path; ``only`` is the trial selection, if any."""
     lines = [
         f"# Sweep report: {experiment_dir.name}", "",
         f"Experiment folder: `{experiment_dir}`. Tables: `steps.parquet`, `trials.parquet`, `summary.parquet`, `correlations.parquet`, `findings.parquet`"
-        + (", `probing.parquet`" if "probing" in tables else "") + " (schema in the project README).", "",
+        + (", `probing.parquet`" if "probing" in tables else "") + " (schema in the project README)."
+        + (" Trials kept: " + "; ".join(f"{k} in {{{', '.join(v)}}}" for k, v in only.items()) + " (`--only`)." if only else ""), "",
         f"Phases: Phase 1 runs from step 0 to the peak of `{rank_column}` (after a centred moving average over {window} evaluations), "
         "Phase 2 from the peak to the best STS-B dev step; later evaluations are `post`. Scores are Spearman ×100 unless noted; "
         "std is the sample std over seeds (ddof = 1); intervals are bootstrap 95 % percentile intervals.", "",
@@ -197,7 +199,5 @@ def write_report(output_dir: Path, experiment_dir: Path, tables: dict[str, pd.Da
         titles = {"fig_rank_stsb": "Rank and STS-B dev over training", "fig_score_rr": "Score by RR coefficient", "fig_rank_std": "Average rank vs seed std"}
         lines += [f"![{titles.get(name, name)}]({path.name})\n" for name, path in figures.items()]
     path = Path(output_dir) / "report.md"
-    tmp = path.with_name(f".report.md.tmp-{os.getpid()}")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path

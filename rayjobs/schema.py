@@ -10,12 +10,13 @@ Bump :data:`SCHEMA_VERSION` on any change that can break a reader.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from rankcse.io import atomic_path
 
 SCHEMA_VERSION = 1
 
@@ -214,9 +215,8 @@ def write_table(frame: pd.DataFrame, path: Path, table: str, axes: list[str] | t
     meta.update({b"rankcse.schema_version": str(SCHEMA_VERSION).encode(), b"rankcse.table": table.encode(), b"rankcse.axes": json.dumps(list(axes)).encode()})
     meta.update({k.encode(): v.encode() for k, v in (extra or {}).items()})
     arrow = arrow.replace_schema_metadata(meta)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(arrow, tmp, compression="zstd")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(arrow, tmp, compression="zstd")
     return path
 
 

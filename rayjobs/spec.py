@@ -259,3 +259,28 @@ def cell_label(cell: dict[str, Any]) -> str:
         else:
             parts.append(f"{key.split('.')[-1]}={text}")
     return "_".join("".join(ch if ch.isalnum() or ch in "._=-" else "-" for ch in p) for p in parts)
+
+
+#: The sweep's own record (the spec it was started with) lives in ``<experiment>/.rankcse/sweep.json``.
+META_DIR = ".rankcse"
+SPEC_FILE = "sweep.json"
+
+
+def spec_path(experiment_dir: Path) -> Path:
+    """Where the sweep's own record lives."""
+    return Path(experiment_dir) / META_DIR / SPEC_FILE
+
+
+def read_sweep_record(experiment_dir: Path) -> dict[str, Any]:
+    """The record written when the sweep started; a ConfigError says what is wrong when it is missing or corrupt."""
+    path = spec_path(experiment_dir)
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{experiment_dir} is not a rankcse sweep (no {META_DIR}/{SPEC_FILE}); check --storage-path and --name") from None
+    except (OSError, ValueError):
+        raise ConfigError(f"{path} is corrupt; start the sweep again with --overwrite") from None
+    if not isinstance(record, dict):
+        raise ConfigError(f"{path} is corrupt; start the sweep again with --overwrite")
+    return record
+

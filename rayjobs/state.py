@@ -22,39 +22,22 @@ from typing import Any
 from ray.tune import Callback
 
 from rankcse.errors import ConfigError
+from rankcse.io import write_json_atomic
+from rayjobs.spec import META_DIR, spec_path
 
 log = logging.getLogger("rayjobs")
 
-META_DIR = ".rankcse"
-SPEC_FILE = "sweep.json"
 BACKUP_DIR = "state_backup"
 TUNER_FILE = "tuner.pkl"
 STATE_PATTERNS = ("experiment_state-*.json", "basic-variant-state-*.json")
-
-
-def spec_path(experiment_dir: Path) -> Path:
-    """Where the sweep's own record (the spec it was started with) lives."""
-    return Path(experiment_dir) / META_DIR / SPEC_FILE
 
 
 def write_spec(experiment_dir: Path, record: dict[str, Any]) -> None:
     """Write the sweep record atomically."""
     path = spec_path(experiment_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    write_json_atomic(path, record)
 
-
-def read_spec(experiment_dir: Path) -> dict[str, Any]:
-    """The sweep record written when the sweep started."""
-    path = spec_path(experiment_dir)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{experiment_dir} is not a rankcse sweep (no {META_DIR}/{SPEC_FILE}); check --storage-path and --name") from None
-    except ValueError:
-        raise ConfigError(f"{path} is corrupt; start the sweep again with --overwrite") from None
 
 
 def valid_state_file(path: Path) -> bool:

@@ -1,11 +1,14 @@
 """Statistics of the aggregator: seed spread with bootstrap intervals, Welch's test, correlations with intervals.
 
 All bootstraps are percentile intervals from a generator seeded by the caller, so the same inputs
-give the same numbers. Correlations over evaluation points pooled from several trials resample
-*trials* (a cluster bootstrap: points of one trial are not independent); Pearson's r of each
-resample comes from per-trial sums, and Spearman's rho from the pooled ranks (not re-ranked per
-resample), which keeps a sweep of a thousand trials to seconds. Correlations over few independent
-points (one per condition) resample points and re-rank each resample.
+give the same numbers. Plain bootstraps (seed means and stds, correlations over a few independent
+points, means of per-trial correlations) are ``scipy.stats.bootstrap``'s resampling; the interval is
+taken from its bootstrap distribution ignoring undefined resamples (a correlation of a resample
+without spread), where scipy's own interval would be undefined. Correlations over evaluation points
+pooled from several trials resample *trials* (a cluster bootstrap, which scipy lacks: points of one
+trial are not independent); Pearson's r of each resample comes from per-trial sums, and Spearman's
+rho from the pooled ranks (not re-ranked per resample), which keeps a sweep of a thousand trials to
+seconds.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -30,14 +34,27 @@ def _percentiles(samples: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def _bootstrap_distribution(
+    samples: tuple[np.ndarray, ...], statistic: Any, rng: np.random.Generator, n_boot: int, paired: bool = False
+) -> np.ndarray:
+    """``statistic`` (vectorised along the last axis) on each of scipy's ``n_boot`` percentile-bootstrap resamples."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy warns on degenerate resamples; _percentiles drops undefined ones
+        result = stats.bootstrap(samples, statistic, n_resamples=n_boot, method="percentile", vectorized=True, paired=paired, rng=rng)
+    return np.asarray(result.bootstrap_distribution)
+
+
 def bootstrap_mean_std(values: Sequence[float], rng: np.random.Generator, n_boot: int = N_BOOT) -> dict[str, float]:
     """Mean, sample std (ddof=1) and bootstrap 95 % intervals of both; NaN where undefined (n < 2)."""
     x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
-    out = {"n": int(x.size), "mean": float(x.mean()) if x.size else float("nan"), "std": float(x.std(ddof=1)) if x.size > 1 else float("nan")}
+    out = {
+        "n": int(x.size),
+        "mean": float(x.mean()) if x.size else float("nan"),
+        "std": float(x.std(ddof=1)) if x.size > 1 else float("nan"),
+    }
     if x.size < 2:
         return {**out, "mean_ci_low": float("nan"), "mean_ci_high": float("nan"), "std_ci_low": float("nan"), "std_ci_high": float("nan")}
-    sample = x[rng.integers(0, x.size, size=(n_boot, x.size))]
-    means, stds = sample.mean(axis=1), sample.std(axis=1, ddof=1)
+    means, stds = _bootstrap_distribution((x,), lambda s, axis: np.stack([s.mean(axis=axis), s.std(axis=axis, ddof=1)]), rng, n_boot)
     (m_lo, m_hi), (s_lo, s_hi) = _percentiles(means), _percentiles(stds)
     return {**out, "mean_ci_low": m_lo, "mean_ci_high": m_hi, "std_ci_low": s_lo, "std_ci_high": s_hi}
 
@@ -74,7 +91,9 @@ def _cluster_boot(x: np.ndarray, y: np.ndarray, clusters: np.ndarray, rng: np.ra
     return np.concatenate(parts)
 
 
-def correlate(x: Sequence[float], y: Sequence[float], rng: np.random.Generator, clusters: Sequence | None = None, n_boot: int = N_BOOT) -> dict[str, float]:
+def correlate(
+    x: Sequence[float], y: Sequence[float], rng: np.random.Generator, clusters: Sequence | None = None, n_boot: int = N_BOOT
+) -> dict[str, float]:
     """Pearson and Spearman with p-values, n and bootstrap 95 % intervals; NaN where undefined (n < 3 or no spread).
 
     ``clusters`` (one label per point) switches to the cluster bootstrap described in the module docstring.
@@ -86,21 +105,42 @@ def correlate(x: Sequence[float], y: Sequence[float], rng: np.random.Generator, 
     labels = np.asarray(clusters)[keep] if clusters is not None else None
     out: dict[str, float] = {"n": int(x.size), "n_trials": int(np.unique(labels).size) if labels is not None else int(x.size)}
     nan = float("nan")
-    blank = {k: nan for k in ("pearson_r", "pearson_p", "pearson_ci_low", "pearson_ci_high", "spearman_rho", "spearman_p", "spearman_ci_low", "spearman_ci_high")}
+    blank = {
+        k: nan
+        for k in (
+            "pearson_r",
+            "pearson_p",
+            "pearson_ci_low",
+            "pearson_ci_high",
+            "spearman_rho",
+            "spearman_p",
+            "spearman_ci_low",
+            "spearman_ci_high",
+        )
+    }
     if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return {**out, **blank}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # near-constant inputs: the value is still defined, scipy only warns
         pearson, spearman = stats.pearsonr(x, y), stats.spearmanr(x, y)
-    out.update({"pearson_r": float(pearson.statistic), "pearson_p": float(pearson.pvalue), "spearman_rho": float(spearman.statistic), "spearman_p": float(spearman.pvalue)})
+    out.update(
+        {
+            "pearson_r": float(pearson.statistic),
+            "pearson_p": float(pearson.pvalue),
+            "spearman_rho": float(spearman.statistic),
+            "spearman_p": float(spearman.pvalue),
+        }
+    )
     rx, ry = stats.rankdata(x), stats.rankdata(y)
     if labels is not None and out["n_trials"] >= 2:
         boot_p = _cluster_boot(x, y, labels, rng, n_boot)
         boot_s = _cluster_boot(rx, ry, labels, rng, n_boot)
     elif labels is None and x.size <= EXACT_RERANK_MAX:
-        idx = rng.integers(0, x.size, size=(n_boot, x.size))
-        boot_p = _rowwise_corr(x[idx], y[idx])
-        boot_s = _rowwise_corr(stats.rankdata(x[idx], axis=1), stats.rankdata(y[idx], axis=1))
+
+        def both(a: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
+            return np.stack([_rowwise_corr(a, b), _rowwise_corr(stats.rankdata(a, axis=-1), stats.rankdata(b, axis=-1))])
+
+        boot_p, boot_s = _bootstrap_distribution((x, y), both, rng, n_boot, paired=True)
     else:
         singles = np.arange(x.size)
         boot_p, boot_s = _cluster_boot(x, y, singles, rng, n_boot), _cluster_boot(rx, ry, singles, rng, n_boot)
@@ -124,7 +164,7 @@ def mean_of_correlations(values: Sequence[float], rng: np.random.Generator, n_bo
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             p = float(stats.ttest_1samp(r, 0.0).pvalue)
-    lo, hi = (float("nan"), float("nan")) if r.size < 2 else _percentiles(r[rng.integers(0, r.size, size=(n_boot, r.size))].mean(axis=1))
+    lo, hi = (float("nan"), float("nan")) if r.size < 2 else _percentiles(_bootstrap_distribution((r,), np.mean, rng, n_boot))
     return {"n": int(r.size), "mean": float(r.mean()), "p": p, "ci_low": lo, "ci_high": hi}
 
 
@@ -155,8 +195,17 @@ def stratified_welch(strata: Sequence[tuple[Sequence[float], Sequence[float]]]) 
         if a.size >= 2 and b.size >= 2:
             usable.append((a, b))
     nan = float("nan")
-    out = {"diff": nan, "ci_low": nan, "ci_high": nan, "t": nan, "df": nan, "p": nan, "strata": len(usable),
-           "n_a": sum(a.size for a, _ in usable), "n_b": sum(b.size for _, b in usable)}
+    out = {
+        "diff": nan,
+        "ci_low": nan,
+        "ci_high": nan,
+        "t": nan,
+        "df": nan,
+        "p": nan,
+        "strata": len(usable),
+        "n_a": sum(a.size for a, _ in usable),
+        "n_b": sum(b.size for _, b in usable),
+    }
     if not usable:
         return out
     k = len(usable)
@@ -168,7 +217,13 @@ def stratified_welch(strata: Sequence[tuple[Sequence[float], Sequence[float]]]) 
     df = var**2 / (sum(va**2 / (na - 1) + vb**2 / (nb - 1) for va, na, vb, nb in parts) / k**4)
     se = math.sqrt(var)
     half = float(stats.t.ppf(0.975, df)) * se
-    out.update(t=out["diff"] / se, df=float(df), p=float(2 * stats.t.sf(abs(out["diff"] / se), df)), ci_low=out["diff"] - half, ci_high=out["diff"] + half)
+    out.update(
+        t=out["diff"] / se,
+        df=float(df),
+        p=float(2 * stats.t.sf(abs(out["diff"] / se), df)),
+        ci_low=out["diff"] - half,
+        ci_high=out["diff"] + half,
+    )
     return out
 
 

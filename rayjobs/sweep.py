@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # run as a script (python rayjobs/sweep.py, ray s
 
 from rankcse.config import parse_override  # noqa: E402
 from rankcse.errors import ConfigError, RankCSEError  # noqa: E402
-from rayjobs.spec import Fault, SweepSpec, cell_label, preset_names  # noqa: E402
+from rayjobs.spec import Fault, SweepSpec, cell_label, preset_names, read_sweep_record  # noqa: E402
 
 log = logging.getLogger("rayjobs")
 DEFAULT_STORAGE = Path("results") / "ray"
@@ -209,7 +209,7 @@ def run_sweep(args: argparse.Namespace) -> int:
             raise ConfigError("give --resume or --overwrite, not both")
         if _grid_flags_given(args):
             raise ConfigError("--resume continues the sweep as it was started; drop the grid flags (Tune cannot change a grid mid-sweep)")
-        spec = SweepSpec.from_dict(state.read_spec(experiment_dir)["spec"])
+        spec = SweepSpec.from_dict(read_sweep_record(experiment_dir)["spec"])
     elif experiment_dir.exists():
         if not args.overwrite:
             raise ConfigError(f"experiment {experiment_dir} exists; pass --resume to continue it, --overwrite to replace it, or --name NEW")

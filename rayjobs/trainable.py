@@ -19,7 +19,9 @@ from typing import Any
 import ray
 from ray import tune
 
-from rankcse.train import FINAL_FILE, run
+from rankcse.config import STS_TASKS
+from rankcse.io import FINAL_FILE
+from rankcse.train import run
 from rayjobs.devices import trial_device
 from rayjobs.spec import Fault, SweepSpec, cell_label
 
@@ -28,7 +30,7 @@ POINTER_FILE = "rankcse_checkpoint.json"
 FAULT_COUNT_FILE = "injected_faults.json"
 #: Shown first, so Tune's status table (which picks the first few metrics) shows these.
 HEADLINE = ("step", "stsb_dev", "probe/erank_vne", "probe/energy_rank_99")
-FINAL_KEYS = ("sts12", "sts13", "sts14", "sts15", "sts16", "stsb", "sickr", "avg", "best_step", "best_stsb_dev", "train_seconds")
+FINAL_KEYS = (*STS_TASKS, "avg", "best_step", "best_stsb_dev", "train_seconds")
 
 log = logging.getLogger("rayjobs")
 

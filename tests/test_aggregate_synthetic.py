@@ -13,7 +13,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from rayjobs.aggregate import aggregate
+from rankcse.errors import ConfigError
+from rayjobs.aggregate import aggregate, parse_only
 from rayjobs.schema import check_table
 
 STEPS = np.arange(0, 210, 10)
@@ -229,3 +230,16 @@ def test_probing_accuracy_flows_into_the_tables_by_phase(tmp_path):
     assert trials["probing/sentlen_gen"].item() == pytest.approx(0.61)
     assert check_table(tmp_path / "out" / "probing.parquet") == []
     assert "Probing across phases" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_only_keeps_the_matching_cells(experiment, tmp_path):
+    only = parse_only(["method=mixcse", "rr_coef=0.0,0.1", "seed=1,2"])
+    result = aggregate(experiment["root"], tmp_path / "only", rank_metric="erank_vne", window=1, n_boot=50, figures=False, only=only)
+    trials = pd.read_parquet(tmp_path / "only" / "trials.parquet")
+    assert result.counts["completed"] == 4 and result.counts["corrupt"] == 1
+    assert set(trials["method"]) == {"mixcse"} and sorted(trials["seed"]) == [1, 1, 2, 2]
+    assert "Trials kept: method in {mixcse}; rr_coef in {0.0, 0.1}; seed in {1, 2}" in (tmp_path / "only" / "report.md").read_text()
+    with pytest.raises(ConfigError, match="lr_typo"):
+        aggregate(experiment["root"], tmp_path / "bad", rank_metric="erank_vne", n_boot=50, figures=False, only=parse_only(["lr_typo=1"]))
+    with pytest.raises(ConfigError, match="KEY=V1,V2"):
+        parse_only(["method"])

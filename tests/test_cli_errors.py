@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from support import TINY_SENTENCES
 
-from conftest import TINY_SENTENCES
 from rankcse.cli import main
 
 
@@ -19,7 +19,23 @@ def _fails(capsys, argv: list[str], expected: str) -> None:
 
 @pytest.fixture
 def base(tiny_model_dir, tiny_corpus, tmp_path) -> list[str]:
-    return ["train", "--model", str(tiny_model_dir), "--train-file", str(tiny_corpus), "--batch-size", "8", "--max-steps", "2", "--probe-size", "16", "--final-tasks", "none", "--output-dir", str(tmp_path / "out")]
+    return [
+        "train",
+        "--model",
+        str(tiny_model_dir),
+        "--train-file",
+        str(tiny_corpus),
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "2",
+        "--probe-size",
+        "16",
+        "--final-tasks",
+        "none",
+        "--output-dir",
+        str(tmp_path / "out"),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 import pytest
+from support import read_jsonl
 
-from conftest import read_jsonl
 from rankcse.config import TrainConfig
 from rankcse.train import run
 

@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 STEPS = np.arange(0, 260, 25)
 
 
-def build(conditions: dict[tuple[str, float, str], list[float]], rank_shift: dict[float, float] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def build(
+    conditions: dict[tuple[str, float, str], list[float]], rank_shift: dict[float, float] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Steps and trials tables: one trial per value; the value is the trial's test average (and its STS-B test and best dev).
 
     Every trial's rank rises to a peak at step 75 then falls, and STS-B dev rises to its best at step 200, so
@@ -35,11 +37,36 @@ def build(conditions: dict[tuple[str, float, str], list[float]], rank_shift: dic
             rank = np.where(STEPS <= 75, 236 + 0.3 * STEPS, 258.5 - 0.05 * (STEPS - 75)) - shift + wobble
             dev = np.where(STEPS <= 200, 0.78 + 0.0002 * STEPS, 0.82 - 0.0001 * (STEPS - 200)) + 0.001 * np.cos(seed + 3 * n)
             for s, r, d in zip(STEPS, rank, dev):
-                steps.append({"trial_id": trial_id, "method": method, "rr_coef": rr, "rr_schedule": schedule, "model": "default", "seed": seed, "step": int(s),
-                              "stsb_dev": float(d), "probe/energy_rank_99": float(r), "probe/erank_vne": float(r) / 5})
+                steps.append(
+                    {
+                        "trial_id": trial_id,
+                        "method": method,
+                        "rr_coef": rr,
+                        "rr_schedule": schedule,
+                        "model": "default",
+                        "seed": seed,
+                        "step": int(s),
+                        "stsb_dev": float(d),
+                        "probe/energy_rank_99": float(r),
+                        "probe/erank_vne": float(r) / 5,
+                    }
+                )
             best = int(np.argmax(dev[1:]) + 1)
-            trials.append({"trial_id": trial_id, "method": method, "rr_coef": rr, "rr_schedule": schedule, "model": "default", "seed": seed,
-                           "status": "completed", "avg": value, "stsb": value + 0.01, "best_stsb_dev": float(dev[best]), "best_step": float(STEPS[best])})
+            trials.append(
+                {
+                    "trial_id": trial_id,
+                    "method": method,
+                    "rr_coef": rr,
+                    "rr_schedule": schedule,
+                    "model": "default",
+                    "seed": seed,
+                    "status": "completed",
+                    "avg": value,
+                    "stsb": value + 0.01,
+                    "best_stsb_dev": float(dev[best]),
+                    "best_step": float(STEPS[best]),
+                }
+            )
     return pd.DataFrame(steps), pd.DataFrame(trials)
 
 
@@ -66,7 +93,10 @@ def test_a_clear_rr_gain_is_supported_with_welch_numbers():
 
 def test_a_null_effect_is_not_enough_data_and_a_loss_is_contradicted():
     rng = np.random.default_rng(1)
-    same = {("simcse", 0.0, "always"): list(0.75 + 0.01 * rng.standard_normal(4)), ("simcse", 0.1, "always"): list(0.75 + 0.01 * rng.standard_normal(4))}
+    same = {
+        ("simcse", 0.0, "always"): list(0.75 + 0.01 * rng.standard_normal(4)),
+        ("simcse", 0.1, "always"): list(0.75 + 0.01 * rng.standard_normal(4)),
+    }
     null = row(compute_findings(*build(same), n_boot=200), "5b")
     assert null["ci_low"] < 0 < null["ci_high"] and null["verdict"] == NOT_ENOUGH and "holds 0" in null["reason"]
     worse = {("simcse", 0.0, "always"): [0.75, 0.752, 0.748, 0.751], ("simcse", 0.1, "always"): [0.70, 0.702, 0.699, 0.701]}
@@ -114,8 +144,11 @@ def test_rr_lowering_rank_and_seed_std_uses_the_pooled_f_interval():
 
 
 def test_phase_aware_rows_compare_after_peak_with_always_at_the_same_coefficient():
-    conds = {("simcse", 0.0, "always"): [0.75, 0.751, 0.749], ("simcse", 0.1, "always"): [0.77, 0.771, 0.769],
-             ("simcse", 0.1, "after_peak"): [0.78, 0.781, 0.779]}
+    conds = {
+        ("simcse", 0.0, "always"): [0.75, 0.751, 0.749],
+        ("simcse", 0.1, "always"): [0.77, 0.771, 0.769],
+        ("simcse", 0.1, "after_peak"): [0.78, 0.781, 0.779],
+    }
     found = compute_findings(*build(conds), n_boot=200)
     beats = row(found, "P6")
     assert beats["estimate"] == pytest.approx(0.01) and beats["verdict"] == SUPPORTED
@@ -138,7 +171,9 @@ def test_committed_reference_findings_follow_from_the_committed_tables(path: Pat
     for column in ("claim", "rank_metric", "scope", "verdict", "reason", "n"):
         assert again[column].fillna("").tolist() == committed[column].fillna("").tolist(), column
     for column in ("estimate", "ci_low", "ci_high", "p_value"):
-        np.testing.assert_allclose(again[column].to_numpy(float), committed[column].to_numpy(float), rtol=1e-9, equal_nan=True, err_msg=column)
+        np.testing.assert_allclose(
+            again[column].to_numpy(float), committed[column].to_numpy(float), rtol=1e-9, equal_nan=True, err_msg=column
+        )
 
 
 def test_reference_sweeps_are_committed():

@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from support import SENTENCES, cls_states, cosine, cross_entropy, gelu, mlp_head, save_tiny_bert, tiny_config
 
-from conftest import tiny_config
-from method_utils import SENTENCES, cls_states, cosine, cross_entropy, gelu, mlp_head, save_tiny_bert
 from rankcse.build import build_method
 from rankcse.losses import mixcse_logits
 from rankcse.methods.esimcse import repeat_tokens, repeat_words
@@ -21,13 +20,7 @@ from rankcse.methods.promptbert import add_period
 TAU = 0.05
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and a busy shared machine makes them much slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +215,12 @@ def test_infocse_loss_matches_formula(nodrop_dir, tiny_corpus) -> None:
         z = _batchnorm(h @ net[3].weight.T, net[4])
         cl = cross_entropy(cosine(z[:n], z[n:]) / TAU, torch.arange(n))
         initial = BertModel.from_pretrained(str(nodrop_dir), add_pooling_layer=False).eval()
-        lower = initial(input_ids=batch["mlm_input_ids"], attention_mask=doubled["attention_mask"], token_type_ids=doubled["token_type_ids"], output_hidden_states=True).hidden_states[1]
+        lower = initial(
+            input_ids=batch["mlm_input_ids"],
+            attention_mask=doubled["attention_mask"],
+            token_type_ids=doubled["token_type_ids"],
+            output_hidden_states=True,
+        ).hidden_states[1]
         states = torch.cat([cls[:, None], lower[:, 1:]], dim=1)
         additive = (1.0 - doubled["attention_mask"][:, None, None, :].float()) * torch.finfo(torch.float32).min
         for layer in method.c_head:
@@ -230,7 +228,9 @@ def test_infocse_loss_matches_formula(nodrop_dir, tiny_corpus) -> None:
             states = result[0] if isinstance(result, tuple) else result
         picked = states[labels != -100]
         lm = method.lm_head
-        t = torch.nn.functional.layer_norm(gelu(picked @ lm.dense.weight.T + lm.dense.bias), (32,), lm.layer_norm.weight, lm.layer_norm.bias, lm.layer_norm.eps)
+        t = torch.nn.functional.layer_norm(
+            gelu(picked @ lm.dense.weight.T + lm.dense.bias), (32,), lm.layer_norm.weight, lm.layer_norm.bias, lm.layer_norm.eps
+        )
         mlm = cross_entropy(t @ lm.decoder.weight.T + lm.decoder.bias, labels[labels != -100])
     assert out.parts["cl"].item() == pytest.approx(cl.item(), rel=1e-5)
     assert out.parts["mlm"].item() == pytest.approx(mlm.item(), rel=1e-5)

@@ -12,9 +12,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from support import SENTENCES, read_jsonl, save_tiny_bert, tiny_config
 
-from conftest import read_jsonl, tiny_config
-from method_utils import SENTENCES, save_tiny_bert
 from rankcse import checkpoint as ckpt
 from rankcse.build import build_method, load_for_eval
 from rankcse.cli import main
@@ -27,13 +26,7 @@ NEW_METHODS = ("esimcse", "mixcse", "infocse", "promptbert")
 TIMING = {"train_seconds", "eval_seconds"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and a busy shared machine makes them much slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +74,9 @@ def trained(tiny_model_dir, tiny_corpus, tmp_path_factory):
     root = tmp_path_factory.mktemp("methods")
     out = {}
     for name in NEW_METHODS:
-        cfg = tiny_config(tiny_model_dir, tiny_corpus, method=name, max_steps=3, eval_every=3, probe_size=16, rr_coef=0.3, learning_rate=1e-3)
+        cfg = tiny_config(
+            tiny_model_dir, tiny_corpus, method=name, max_steps=3, eval_every=3, probe_size=16, rr_coef=0.3, learning_rate=1e-3
+        )
         trainer = Trainer(cfg, root / name)
         trainer.run()
         out[name] = trainer
@@ -193,7 +188,10 @@ def test_esimcse_resume_restores_queue_and_momentum_encoder(tiny_model_dir, tiny
     # control: without the queue and momentum encoder, the resumed run drifts (so the test above can fail)
     monkeypatch.setattr(ESimCSE, "load_extra_state", lambda self, state: None)
     run(cfg, tmp_path / "resumed_without_extra", resume=True)
-    assert read_jsonl(tmp_path / "resumed_without_extra" / "train_log.jsonl")[6]["loss/cl"] != read_jsonl(tmp_path / "straight" / "train_log.jsonl")[6]["loss/cl"]
+    assert (
+        read_jsonl(tmp_path / "resumed_without_extra" / "train_log.jsonl")[6]["loss/cl"]
+        != read_jsonl(tmp_path / "straight" / "train_log.jsonl")[6]["loss/cl"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -204,7 +202,19 @@ def test_esimcse_resume_restores_queue_and_momentum_encoder(tiny_model_dir, tiny
     ],
 )
 def test_bad_method_settings_are_one_line_errors(setting, expected, tiny_model_dir, tiny_corpus, tmp_path, capsys) -> None:
-    argv = ["train", "--method", "esimcse", "--model", str(tiny_model_dir), "--train-file", str(tiny_corpus), "--set", setting, "--output-dir", str(tmp_path / "o")]
+    argv = [
+        "train",
+        "--method",
+        "esimcse",
+        "--model",
+        str(tiny_model_dir),
+        "--train-file",
+        str(tiny_corpus),
+        "--set",
+        setting,
+        "--output-dir",
+        str(tmp_path / "o"),
+    ]
     assert main(argv) == 2
     assert expected in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

@@ -11,8 +11,8 @@ import json
 
 import pytest
 import torch
+from support import read_jsonl
 
-from conftest import read_jsonl
 from rankcse import checkpoint as ckpt
 from rankcse.build import build_method, load_for_eval
 from rankcse.cli import main
@@ -25,7 +25,26 @@ SENTENCES = ["a man is playing a guitar .", "the stock market fell sharply today
 @pytest.mark.parametrize("name", ["esimcse", "mixcse", "infocse", "promptbert"])
 def test_cli_train_on_the_default_model(name, tmp_path) -> None:
     out = tmp_path / name
-    argv = ["train", "--method", name, "--batch-size", "8", "--max-steps", "4", "--eval-every", "4", "--probe-size", "64", "--final-tasks", "none", "--num-threads", "1", "--output-dir", str(out), "--quiet"]
+    argv = [
+        "train",
+        "--method",
+        name,
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "4",
+        "--eval-every",
+        "4",
+        "--probe-size",
+        "64",
+        "--final-tasks",
+        "none",
+        "--num-threads",
+        "1",
+        "--output-dir",
+        str(out),
+        "--quiet",
+    ]
     threads = torch.get_num_threads()
     try:
         assert main(argv) == 0

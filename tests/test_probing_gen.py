@@ -97,11 +97,19 @@ def test_wc_sentences_hold_exactly_their_target_word(tasks) -> None:
 def test_modified_sentences_differ_from_their_source_as_described(tasks, corpus) -> None:
     for key, changed, check in (
         # a bigram shift keeps the words and the first word, and changes the order
-        ("bshift_gen", "I", lambda new, old: sorted(new.split()) == sorted(old.split()) and new.split()[0] == old.split()[0] and new != old),
+        (
+            "bshift_gen",
+            "I",
+            lambda new, old: sorted(new.split()) == sorted(old.split()) and new.split()[0] == old.split()[0] and new != old,
+        ),
         # an inversion keeps the words (up to the moved capital)
         ("coordinv_gen", "I", lambda new, old: sorted(new.lower().split()) == sorted(old.lower().split()) and new != old),
         # odd man out: same length, exactly one word replaced
-        ("somo_gen", "C", lambda new, old: len(new.split()) == len(old.split()) and sum(a != b for a, b in zip(new.split(), old.split())) == 1),
+        (
+            "somo_gen",
+            "C",
+            lambda new, old: len(new.split()) == len(old.split()) and sum(a != b for a, b in zip(new.split(), old.split())) == 1,
+        ),
     ):
         for split in SPLITS:
             part = tasks[key][split]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from support import read_jsonl, tiny_config
 
-from conftest import read_jsonl, tiny_config
 from rankcse.cli import main
 from rankcse.config import TrainConfig
 from rankcse.errors import ConfigError
@@ -56,7 +56,9 @@ def test_final_json_has_full_setting_probing_of_the_best_checkpoint(runs) -> Non
 def test_probing_does_not_change_training(runs) -> None:
     probed, plain = runs
     drop = lambda r: {k: v for k, v in r.items() if not k.startswith("probing") and not k.endswith("_seconds")}  # noqa: E731
-    assert [drop(r) for r in read_jsonl(probed.output_dir / "metrics.jsonl")] == [drop(r) for r in read_jsonl(plain.output_dir / "metrics.jsonl")]
+    assert [drop(r) for r in read_jsonl(probed.output_dir / "metrics.jsonl")] == [
+        drop(r) for r in read_jsonl(plain.output_dir / "metrics.jsonl")
+    ]
     assert not any(k.startswith("probing") for k in read_jsonl(plain.output_dir / "metrics.jsonl")[0])
 
 
@@ -74,7 +76,21 @@ def test_settings_are_validated_before_anything_is_written(capsys, tiny_model_di
     with pytest.raises(ConfigError, match="probing_every_evals must be >= 0"):
         TrainConfig(probing_every_evals=-1).resolved()
     assert TrainConfig(probing_tasks=["generated"], transfer_tasks=["SST2"]).resolved().transfer_tasks == ["sst2"]
-    base = ["train", "--model", str(tiny_model_dir), "--train-file", str(tiny_corpus), "--batch-size", "8", "--max-steps", "2", "--final-tasks", "none", "--output-dir", str(tmp_path / "out")]
+    base = [
+        "train",
+        "--model",
+        str(tiny_model_dir),
+        "--train-file",
+        str(tiny_corpus),
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "2",
+        "--final-tasks",
+        "none",
+        "--output-dir",
+        str(tmp_path / "out"),
+    ]
     for extra, expected in (
         (["--probing-tasks", "tense"], "pass --probing-data-dir"),
         (["--probing-tasks", "tense", "--probing-data-dir", str(tmp_path)], "needs past_present.txt"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -61,8 +62,15 @@ def test_rank_metrics_keys_and_normalisation() -> None:
     z = torch.randn(50, 10) * torch.tensor([10.0] + [1.0] * 9)
     raw = rank.rank_metrics(z, "raw")
     assert set(raw) == {"energy_rank_90", "energy_rank_95", "energy_rank_99", "erank_vne", "erank_sv", "numerical_rank", "stable_rank"}
-    # one dominant column makes the raw spectrum steeper than the row-normalised one
-    assert raw["erank_vne"] < rank.rank_metrics(z, "l2")["erank_vne"] + 5
+    # each normalisation is applied before the spectrum: compare with NumPy on the prepared matrices
+    for name, m in (("raw", z.double().numpy()), ("l2", (z.double() / z.double().norm(dim=1, keepdim=True)).numpy())):
+        p = np.linalg.svd(m, compute_uv=False) ** 2
+        p = p / p.sum()
+        got = rank.rank_metrics(z, name)
+        assert got["erank_vne"] == pytest.approx(float(np.exp(-(p * np.log(p)).sum())), rel=1e-9), name
+        assert got["energy_rank_99"] == float(np.searchsorted(np.cumsum(p), 0.99) + 1), name
+    # one dominant column (x10) makes the raw spectrum far steeper than the row-normalised one
+    assert raw["erank_vne"] < 0.5 * rank.rank_metrics(z, "l2")["erank_vne"]
 
 
 def test_vne_entropy_matches_spectrum() -> None:

@@ -33,11 +33,33 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The smoke preset, shortened, on the packaged MiniLM; one grid cell made to fail on every attempt."""
     base = tmp_path_factory.mktemp("smoke")
     proc = run_sweep(
-        "--preset", "smoke", "--max-steps", "4", "--eval-every", "2", "--set", "probe_size=200", "--set", "final_tasks=[stsb]",
-        "--storage-path", str(base / "ray"), "--output-dir", str(base / "out"), "--address", "local",
-        "--inject-fault", "method=mixcse,rr_coef=0.1,seed=1:2", "--max-failures", "1",
+        "--preset",
+        "smoke",
+        "--max-steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--set",
+        "probe_size=200",
+        "--set",
+        "final_tasks=[stsb]",
+        "--storage-path",
+        str(base / "ray"),
+        "--output-dir",
+        str(base / "out"),
+        "--address",
+        "local",
+        "--inject-fault",
+        "method=mixcse,rr_coef=0.1,seed=1:2",
+        "--max-failures",
+        "1",
     )
-    return {"proc": proc, "exp": base / "ray" / "smoke", "out": base / "out", "tables": {n: pd.read_parquet(base / "out" / f"{n}.parquet") for n in TABLES}}
+    return {
+        "proc": proc,
+        "exp": base / "ray" / "smoke",
+        "out": base / "out",
+        "tables": {n: pd.read_parquet(base / "out" / f"{n}.parquet") for n in TABLES},
+    }
 
 
 def test_smoke_sweep_runs_every_trial_and_prints_where_results_are(smoke):
@@ -79,7 +101,12 @@ def test_tables_match_the_schema_and_reaggregation_is_byte_identical(smoke, tmp_
         path = smoke["out"] / f"{name}.parquet"
         assert check_table(path) == []
         assert pq.read_table(path).num_rows == len(smoke["tables"][name])
-    proc = subprocess.run([sys.executable, "-m", "rankcse", "aggregate", str(smoke["exp"]), "--output-dir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rankcse", "aggregate", str(smoke["exp"]), "--output-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr
     for name in TABLES:
         assert (smoke["out"] / f"{name}.parquet").read_bytes() == (tmp_path / f"{name}.parquet").read_bytes(), name
@@ -94,11 +121,34 @@ def _finished(exp: Path) -> tuple[list[Path], list[Path]]:
 
 def test_killed_driver_resumes_without_rerunning_finished_trials(tiny_model_dir, tmp_path):
     storage = tmp_path / "ray"
-    args = ["--preset", "smoke", "--model", str(tiny_model_dir), "--max-steps", "160", "--eval-every", "20", "--set", "probe_size=64",
-            "--set", "final_tasks=[stsb]", "--set", "batch_size=8", "--storage-path", str(storage), "--name", "killed"]
+    args = [
+        "--preset",
+        "smoke",
+        "--model",
+        str(tiny_model_dir),
+        "--max-steps",
+        "160",
+        "--eval-every",
+        "20",
+        "--set",
+        "probe_size=64",
+        "--set",
+        "final_tasks=[stsb]",
+        "--set",
+        "batch_size=8",
+        "--storage-path",
+        str(storage),
+        "--name",
+        "killed",
+    ]
     exp = storage / "killed"
-    driver = subprocess.Popen([*SWEEP, *args, "--output-dir", str(tmp_path / "out"), "--address", "local"], cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    driver = subprocess.Popen(
+        [*SWEEP, *args, "--output-dir", str(tmp_path / "out"), "--address", "local"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         done, running = _finished(exp)
@@ -120,7 +170,11 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tiny_model_dir,
     assert "restored experiment_state" in proc.stderr + proc.stdout  # recovered from the kept copy, not a new empty experiment
     trials = pd.read_parquet(tmp_path / "out" / "trials.parquet")
     steps = pd.read_parquet(tmp_path / "out" / "steps.parquet")
-    assert len(trials) == 8 and (trials["status"] == "completed").all() and trials[["method", "rr_coef", "seed"]].drop_duplicates().shape[0] == 8
+    assert (
+        len(trials) == 8
+        and (trials["status"] == "completed").all()
+        and trials[["method", "rr_coef", "seed"]].drop_duplicates().shape[0] == 8
+    )
     assert len(list(exp.glob("*_seed*"))) == 8  # no trial was started twice
     assert steps.groupby("trial_id")["step"].apply(list).map(lambda s: s == list(range(0, 161, 20))).all()
     for name, (metrics, mtime) in before.items():  # finished trials were not re-run

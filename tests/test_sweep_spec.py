@@ -35,8 +35,26 @@ def test_paper_preset_is_the_papers_grid_and_needs_its_corpus():
 
 
 def test_overrides_replace_axes_and_settings():
-    spec = spec_of("--methods", "simcse", "--rr-coefs", "0", "0.05", "0.2", "--num-seeds", "3", "--grid", "learning_rate=[1e-5,3e-5]",
-                   "--max-steps", "7", "--set", "probe_size=100", "--gpus-per-trial", "0.25", "--name", "mine")
+    spec = spec_of(
+        "--methods",
+        "simcse",
+        "--rr-coefs",
+        "0",
+        "0.05",
+        "0.2",
+        "--num-seeds",
+        "3",
+        "--grid",
+        "learning_rate=[1e-5,3e-5]",
+        "--max-steps",
+        "7",
+        "--set",
+        "probe_size=100",
+        "--gpus-per-trial",
+        "0.25",
+        "--name",
+        "mine",
+    )
     cells = spec.cells()
     assert len(cells) == 1 * 3 * 1 * 3 * 2
     assert {c["learning_rate"] for c in cells} == {1e-5, 3e-5} and {c["seed"] for c in cells} == {0, 1, 2}

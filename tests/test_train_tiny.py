@@ -6,11 +6,12 @@ import json
 
 import pytest
 import torch
+from support import read_jsonl, tiny_config
 
-from conftest import read_jsonl, tiny_config
 from rankcse import checkpoint as ckpt
 from rankcse.build import build_method, load_for_eval
 from rankcse.errors import TrainingDiverged
+from rankcse.evaluation.sts import evaluate_sts
 from rankcse.methods import METHODS, MethodOutput
 from rankcse.methods.simcse import SimCSE
 from rankcse.train import run
@@ -30,11 +31,31 @@ def test_run_writes_metrics_checkpoints_and_reports(tiny_model_dir, tiny_corpus,
     assert [r["step"] for r in records] == [0, 3, 6]
     assert [s for s, _ in seen] == [0, 3, 6]
     assert seen[0][1] is None and seen[1][1] is not None  # resume checkpoints come with the report
-    for key in ("loss/total", "loss/cl", "loss/rr", "rr/entropy", "batch/erank_vne", "probe/energy_rank_99", "probe/erank_vne", "probe/erank_sv", "probe/numerical_rank", "probe/stable_rank", "alignment", "uniformity", "stsb_dev", "phase_online", "lr"):
+    for key in (
+        "loss/total",
+        "loss/cl",
+        "loss/rr",
+        "rr/entropy",
+        "batch/erank_vne",
+        "probe/energy_rank_99",
+        "probe/erank_vne",
+        "probe/erank_sv",
+        "probe/numerical_rank",
+        "probe/stable_rank",
+        "alignment",
+        "uniformity",
+        "stsb_dev",
+        "phase_online",
+        "lr",
+    ):
         assert key in records[-1] and records[-1][key] is not None, key
     assert len(read_jsonl(tmp_path / "run" / "train_log.jsonl")) == 6
     final = json.loads((tmp_path / "run" / "final.json").read_text())
-    assert final["checkpoint"] == "best" and -1 <= final["sts13"] <= 1 and final["best_step"] == result.best_step
+    assert final["checkpoint"] == "best" and final["best_step"] == result.best_step
+    # the final score is the saved best model's: re-evaluating best/ from disk gives the same number
+    best = load_for_eval(str(ckpt.find_complete(tmp_path / "run" / "best")))
+    again = evaluate_sts(lambda sentences: best.embed(sentences, cfg.eval_batch_size), ["sts13"], cfg.data_dir)
+    assert final["sts13"] == pytest.approx(again["scores"]["sts13"], abs=1e-9) and final["sts13"] != 0
     meta = ckpt.read_meta(tmp_path / "run" / "best")
     assert meta["train_config"]["pooler"] == "cls" and meta["eval_representation"] == "cls_before_pooler"
     prov = json.loads((tmp_path / "run" / "best" / "provenance.json").read_text())
@@ -126,7 +147,27 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(nan_method, tin
 def test_nan_loss_from_the_cli_is_one_line_with_exit_2(nan_method, tiny_model_dir, tiny_corpus, tmp_path, capsys) -> None:
     from rankcse.cli import main
 
-    argv = ["train", "--method", nan_method, "--model", str(tiny_model_dir), "--train-file", str(tiny_corpus), "--batch-size", "8", "--max-steps", "4", "--eval-every", "2", "--probe-size", "16", "--final-tasks", "none", "--output-dir", str(tmp_path / "cli")]
+    argv = [
+        "train",
+        "--method",
+        nan_method,
+        "--model",
+        str(tiny_model_dir),
+        "--train-file",
+        str(tiny_corpus),
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--probe-size",
+        "16",
+        "--final-tasks",
+        "none",
+        "--output-dir",
+        str(tmp_path / "cli"),
+    ]
     assert main(argv) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("rankcse: error: loss became nan at step 3")

@@ -68,7 +68,9 @@ def test_senteval_order_and_text() -> None:
     assert keys == sorted(keys)  # stable sort by token count, then label: the folds depend on it
     assert texts[:4] == ["", "", "", ""]  # SentEval keeps CR's empty lines as empty sentences
     a, b, y = read_task(TRANSFER_TASKS["mrpc"])["train"]
-    assert [(len(s.split()), len(t.split()), v) for s, t, v in zip(a, b, y)] == sorted((len(s.split()), len(t.split()), v) for s, t, v in zip(a, b, y))
+    assert [(len(s.split()), len(t.split()), v) for s, t, v in zip(a, b, y)] == sorted(
+        (len(s.split()), len(t.split()), v) for s, t, v in zip(a, b, y)
+    )
     train, _ = read_task(TRANSFER_TASKS["trec"])["train"]
     assert all(":" not in t.split()[0] for t in train[:50])  # the fine label is dropped
 

@@ -68,7 +68,7 @@ class _Fitter:
         self.solver = solver
         self.not_converged = 0
 
-    def fit(self, X: np.ndarray, y: np.ndarray, c: float):  # noqa: ANN201 - sklearn estimator
+    def fit(self, X: np.ndarray, y: np.ndarray, c: float):
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression
 
@@ -90,7 +90,7 @@ def _one_thread() -> Iterator[None]:
 
 def _single_threaded(fn: Callable) -> Callable:
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def wrapper(*args, **kwargs):
         with _one_thread():
             return fn(*args, **kwargs)
 

@@ -33,12 +33,12 @@ import numpy as np
 
 from rankcse.errors import ConfigError, DataError
 from rankcse.evaluation.logreg import C_GRID_SPLIT, Solver, split_classifier
-from rankcse.evaluation.probing_gen import DEFAULT_SEED, GENERATORS, SPLITS, GenSizes, GeneratedSplit, generate_from_corpus
+from rankcse.evaluation.probing_gen import DEFAULT_SEED, GENERATORS, SPLITS, GeneratedSplit, GenSizes, generate_from_corpus
+from rankcse.io import write_text_atomic
 
 log = logging.getLogger(__name__)
 
 Embed = Callable[[Sequence[str]], Any]
-GROUPS = ("surface", "syntactic", "semantic")
 FILE_SPLITS = {"tr": "train", "va": "valid", "te": "test"}
 METRIC_PREFIX = "probing/"
 
@@ -106,7 +106,7 @@ class ProbingData:
     splits: dict[str, tuple[list[str], list[str]]]
     source: str
 
-    def sizes(self) -> dict[str, int]:  # noqa: D102
+    def sizes(self) -> dict[str, int]:
         return {split: len(self.splits[split][0]) for split in SPLITS}
 
 
@@ -138,9 +138,7 @@ def write_probing_file(data: ProbingData, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     short = {v: k for k, v in FILE_SPLITS.items()}
     lines = [f"{short[split]}\t{label}\t{sentence}" for split in SPLITS for sentence, label in zip(*data.splits[split])]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -182,7 +180,7 @@ class ProbeSettings:
     c_grid: tuple[float, ...] = C_GRID_SPLIT
     solver: Solver = field(default_factory=Solver)
 
-    def caps(self) -> dict[str, int | None]:  # noqa: D102
+    def caps(self) -> dict[str, int | None]:
         return {"train": self.max_train, "valid": self.max_valid, "test": self.max_test}
 
 
@@ -241,7 +239,7 @@ class ProbeResult:
     not_converged: int
     settings: str
 
-    def to_dict(self) -> dict[str, Any]:  # noqa: D102
+    def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 

@@ -67,10 +67,15 @@ SUBJECT_STARTS = frozenset(
 )
 FINAL_PUNCT = frozenset({".", "!", "?", '"', "''", "'", "``"})
 #: Closed-class words that somo_gen never replaces (it targets nouns, verbs, adjectives).
-FUNCTION_WORDS = AUXILIARIES | SUBJECT_STARTS | CONJUNCTIONS | frozenset(
-    "of in on at to for with by from into onto over under near behind through across along around about against between "
-    "during after before while as than like up down out off not nor if when where who whom whose which what how why "
-    "him them me us her his its their our your very too also just only then".split()
+FUNCTION_WORDS = (
+    AUXILIARIES
+    | SUBJECT_STARTS
+    | CONJUNCTIONS
+    | frozenset(
+        "of in on at to for with by from into onto over under near behind through across along around about against between "
+        "during after before while as than like up down out off not nor if when where who whom whose which what how why "
+        "him them me us her his its their our your very too also just only then".split()
+    )
 )
 
 
@@ -95,7 +100,7 @@ class GenSizes:
     valid: int = 1000
     test: int = 2000
 
-    def as_tuple(self) -> tuple[int, int, int]:  # noqa: D102
+    def as_tuple(self) -> tuple[int, int, int]:
         return (self.train, self.valid, self.test)
 
 
@@ -220,7 +225,9 @@ def gen_wc(
 def bigram_shift(tokens: list[str], rng: np.random.Generator) -> list[str] | None:
     """Swap one random adjacent pair of different alphabetic words (never the first word); None if there is none."""
     spots = [
-        i for i in range(1, len(tokens) - 1) if tokens[i].isalpha() and tokens[i + 1].isalpha() and tokens[i].lower() != tokens[i + 1].lower()
+        i
+        for i in range(1, len(tokens) - 1)
+        if tokens[i].isalpha() and tokens[i + 1].isalpha() and tokens[i].lower() != tokens[i + 1].lower()
     ]
     if not spots:
         return None
@@ -322,7 +329,8 @@ def gen_somo(sentences: Sequence[str], rng: np.random.Generator, min_count: int 
             # SentEval matches the bigrams the new word forms; here both bigrams must occur in the corpus
             # and the new word's frequency must be within a factor 2 of the old one's.
             options = sorted(
-                w for w in follows.get(low[j - 1], set()) & precedes.get(low[j + 1], set())
+                w
+                for w in follows.get(low[j - 1], set()) & precedes.get(low[j + 1], set())
                 if w != word and content(w) and freq[word] / 2 <= freq[w] <= 2 * freq[word]
             )
             if options:

@@ -119,9 +119,13 @@ TASKS: dict[str, STSTask] = {
         STSTask("sts13", "STS13", "STS/STS13-en-test", "years", ("FNWN", "headlines", "OnWN")),
         STSTask("sts14", "STS14", "STS/STS14-en-test", "years", ("deft-forum", "deft-news", "headlines", "images", "OnWN", "tweet-news")),
         STSTask("sts15", "STS15", "STS/STS15-en-test", "years", ("answers-forums", "answers-students", "belief", "headlines", "images")),
-        STSTask("sts16", "STS16", "STS/STS16-en-test", "years", ("answer-answer", "headlines", "plagiarism", "postediting", "question-question")),
+        STSTask(
+            "sts16", "STS16", "STS/STS16-en-test", "years", ("answer-answer", "headlines", "plagiarism", "postediting", "question-question")
+        ),
         STSTask("stsb", "STSBenchmark", "STS/STSBenchmark", "splits", ("train=sts-train.csv", "dev=sts-dev.csv", "test=sts-test.csv")),
-        STSTask("sickr", "SICKRelatedness", "SICK", "splits", ("train=SICK_train.txt", "dev=SICK_trial.txt", "test=SICK_test_annotated.txt")),
+        STSTask(
+            "sickr", "SICKRelatedness", "SICK", "splits", ("train=SICK_train.txt", "dev=SICK_trial.txt", "test=SICK_test_annotated.txt")
+        ),
     )
 }
 
@@ -139,8 +143,7 @@ def score_pairs(pairs: Sequence[PairSet], vectors: dict[str, np.ndarray]) -> dic
     system = [metrics.cosine_pairs(np.stack([vectors[s] for s in p.sent1]), np.stack([vectors[s] for s in p.sent2])) for p in pairs]
     gold = [p.gold for p in pairs]
     per = {
-        p.name: {"pearson": metrics.pearson(s, p.gold), "spearman": metrics.spearman(s, p.gold), "n": len(p)}
-        for p, s in zip(pairs, system)
+        p.name: {"pearson": metrics.pearson(s, p.gold), "spearman": metrics.spearman(s, p.gold), "n": len(p)} for p, s in zip(pairs, system)
     }
     return {
         "parts": per,

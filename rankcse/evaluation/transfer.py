@@ -135,7 +135,9 @@ def check_transfer_data(tasks: Sequence[str], data_dir: str | Path | None = None
         task = transfer_task(name)
         for file in task.files:
             if not (root / task.folder / file).is_file():
-                raise DataError(f"transfer task {task.senteval_name} needs {root / task.folder / file}; pass --data-dir (a SentEval data folder)")
+                raise DataError(
+                    f"transfer task {task.senteval_name} needs {root / task.folder / file}; pass --data-dir (a SentEval data folder)"
+                )
 
 
 def read_task(task: TransferTask, data_dir: str | Path | None = None) -> dict:

@@ -72,7 +72,7 @@ class Method(nn.Module):
         raise NotImplementedError
 
     # -- training -------------------------------------------------------------------------------
-    def forward(self, batch: Batch) -> MethodOutput:  # noqa: D102
+    def forward(self, batch: Batch) -> MethodOutput:
         raise NotImplementedError
 
     def after_optimizer_step(self, batch: Batch, output: MethodOutput) -> None:

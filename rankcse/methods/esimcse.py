@@ -136,7 +136,7 @@ class ESimCSE(Method):
         return self._momentum.module if self._momentum is not None else None
 
     # -- data -----------------------------------------------------------------------------------
-    def collate(self, sentences: Sequence[str], rng: np.random.Generator) -> Batch:  # noqa: D102
+    def collate(self, sentences: Sequence[str], rng: np.random.Generator) -> Batch:
         tok, a = self.encoder.tokenizer, self.args
         originals = tok(list(sentences), truncation=True, max_length=self.max_len)["input_ids"]
         if a.dup_type == "word":
@@ -148,7 +148,7 @@ class ESimCSE(Method):
         return {"tokens": pad_ids(list(originals) + repeated, tok)}
 
     # -- training -------------------------------------------------------------------------------
-    def forward(self, batch: Batch) -> MethodOutput:  # noqa: D102
+    def forward(self, batch: Batch) -> MethodOutput:
         tokens = batch["tokens"]
         n = tokens["input_ids"].shape[0] // 2
         pre, post = self.encoder(tokens)
@@ -179,11 +179,11 @@ class ESimCSE(Method):
         else:
             self.queue = torch.cat([self.queue, keys], dim=0)[-self.args.queue_size :]
 
-    def on_epoch_start(self, epoch: int) -> None:  # noqa: D102
+    def on_epoch_start(self, epoch: int) -> None:
         if self.args.reset_queue_each_epoch:
             self.queue = self.queue.new_zeros(0, self.queue.shape[1])
 
-    def extra_state(self) -> dict[str, Any]:  # noqa: D102
+    def extra_state(self) -> dict[str, Any]:
         if self.momentum_encoder is None:
             return {}
         return {
@@ -191,7 +191,7 @@ class ESimCSE(Method):
             "momentum_encoder": {k: v.detach().cpu().clone() for k, v in self.momentum_encoder.state_dict().items()},
         }
 
-    def load_extra_state(self, state: dict[str, Any]) -> None:  # noqa: D102
+    def load_extra_state(self, state: dict[str, Any]) -> None:
         if self.momentum_encoder is None:
             return
         if "momentum_encoder" not in state:

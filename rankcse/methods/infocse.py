@@ -94,7 +94,7 @@ class BatchNormProjection(nn.Module):
             nn.BatchNorm1d(dim, affine=False),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
 
@@ -111,7 +111,7 @@ class LMHead(nn.Module):
         self.layer_norm = nn.LayerNorm(hidden, eps=float(getattr(config, "layer_norm_eps", 1e-12)))
         self.decoder = nn.Linear(hidden, int(config.vocab_size))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.layer_norm(self.activation(self.dense(x))))
 
 
@@ -136,7 +136,14 @@ def _pretrained_lm_parts(name_or_path: str) -> dict[str, torch.Tensor] | None:
         return None
     decoder = model.get_output_embeddings()
     bias = decoder.bias if decoder.bias is not None else torch.zeros(decoder.weight.shape[0])
-    parts = {"dense.weight": dense.weight, "dense.bias": dense.bias, "layer_norm.weight": norm.weight, "layer_norm.bias": norm.bias, "decoder.weight": decoder.weight, "decoder.bias": bias}
+    parts = {
+        "dense.weight": dense.weight,
+        "dense.bias": dense.bias,
+        "layer_norm.weight": norm.weight,
+        "layer_norm.bias": norm.bias,
+        "decoder.weight": decoder.weight,
+        "decoder.bias": bias,
+    }
     return {k: v.detach().clone() for k, v in parts.items()}
 
 
@@ -198,7 +205,10 @@ class InfoCSE(Method):
                 self.lm_head.load_state_dict(parts)
                 return "pretrained"
             if mode == "pretrained":
-                raise ConfigError(f"infocse lm_head_init=pretrained, but {self.encoder.backbone.name_or_path} has no pretrained MLM head; use lm_head_init=auto or embeddings")
+                raise ConfigError(
+                    f"infocse lm_head_init=pretrained, but {self.encoder.backbone.name_or_path} "
+                    "has no pretrained MLM head; use lm_head_init=auto or embeddings"
+                )
             log.info("infocse: the model has no pretrained MLM head; the LM head starts from the word embeddings")
         init_bert_style(self.lm_head, std)
         with torch.no_grad():
@@ -223,7 +233,7 @@ class InfoCSE(Method):
         return {"frozen_lower_layers": self._frozen.module, "c_head": self.c_head, "lm_head": self.lm_head}
 
     # -- data -----------------------------------------------------------------------------------
-    def collate(self, sentences: Sequence[str], rng: np.random.Generator) -> Batch:  # noqa: D102
+    def collate(self, sentences: Sequence[str], rng: np.random.Generator) -> Batch:
         tokens = self.encoder.tokenize(sentences, self.max_len)
         batch: Batch = {"tokens": tokens}
         if self.for_training:
@@ -247,7 +257,7 @@ class InfoCSE(Method):
         return out, labels
 
     # -- training -------------------------------------------------------------------------------
-    def forward(self, batch: Batch) -> MethodOutput:  # noqa: D102
+    def forward(self, batch: Batch) -> MethodOutput:
         tokens = batch["tokens"]
         n = tokens["input_ids"].shape[0]
         doubled = {k: torch.cat([v, v], dim=0) for k, v in tokens.items()}
@@ -263,7 +273,9 @@ class InfoCSE(Method):
         loss = cl + self.args.mlm_weight * mlm
         return MethodOutput(loss=loss, parts={"cl": cl, "mlm": mlm}, views=views)
 
-    def mlm_loss(self, cls_states: torch.Tensor, mlm_input_ids: torch.Tensor, labels: torch.Tensor, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+    def mlm_loss(
+        self, cls_states: torch.Tensor, mlm_input_ids: torch.Tensor, labels: torch.Tensor, tokens: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
         """Reconstruct the masked tokens from the frozen lower-layer states with position 0 replaced by ``cls_states`` (2N, 1, d)."""
         from transformers.masking_utils import create_bidirectional_mask
 

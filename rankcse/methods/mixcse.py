@@ -56,10 +56,10 @@ class MixCSE(Method):
     recipe = Recipe(batch_size=64, learning_rate=3e-5, epochs=1)  # run_unsup_example.sh
     args: MixCSEArgs
 
-    def collate(self, sentences: Sequence[str], rng: np.random.Generator) -> Batch:  # noqa: D102
+    def collate(self, sentences: Sequence[str], rng: np.random.Generator) -> Batch:
         return {"tokens": self.encoder.tokenize(sentences, self.max_len)}
 
-    def forward(self, batch: Batch) -> MethodOutput:  # noqa: D102
+    def forward(self, batch: Batch) -> MethodOutput:
         tokens = batch["tokens"]
         n = tokens["input_ids"].shape[0]
         doubled = {k: torch.cat([v, v], dim=0) for k, v in tokens.items()}

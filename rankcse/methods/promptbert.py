@@ -102,7 +102,8 @@ class Template:
         return row, len(self.prefix) + len(sentence_ids) + self.mask_in_suffix
 
     def alone(self, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Template-only inputs for sentence lengths k: ``(input_ids, position_ids, mask position)``; positions after the slot shift by k."""
+        """Template-only inputs for sentence lengths k: ``(input_ids, position_ids, mask position)``;
+        positions after the slot shift by k."""
         ids = torch.tensor([*self.prefix, *self.suffix], dtype=torch.long, device=lengths.device)
         positions = torch.arange(ids.shape[0], device=lengths.device).repeat(lengths.shape[0], 1)
         positions[:, len(self.prefix) :] += lengths.unsqueeze(1)
@@ -148,7 +149,7 @@ class PromptBERT(Method):
         ids = self.encoder.tokenizer(list(sentences), add_special_tokens=False)["input_ids"]
         return [list(row[:limit]) if limit is not None else list(row) for row in ids]
 
-    def collate(self, sentences: Sequence[str], rng: np.random.Generator) -> Batch:  # noqa: D102
+    def collate(self, sentences: Sequence[str], rng: np.random.Generator) -> Batch:
         ids = self.sentence_ids(sentences, self.max_len)  # truncated before the template is added (train.py)
         rows, mask_pos = [], []
         for template in self.templates:
@@ -173,7 +174,7 @@ class PromptBERT(Method):
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), mask_pos]
 
     # -- training -------------------------------------------------------------------------------
-    def forward(self, batch: Batch) -> MethodOutput:  # noqa: D102
+    def forward(self, batch: Batch) -> MethodOutput:
         tokens, mask_pos, lengths = batch["tokens"], batch["mask_pos"], batch["sent_len"]
         n = mask_pos.shape[0] // 2
         pre = self.mask_states(tokens, mask_pos)
@@ -193,11 +194,11 @@ class PromptBERT(Method):
         return self.encoder.head is not None and not self.encoder.mlp_only_train
 
     @property
-    def eval_representation(self) -> str:  # noqa: D102
+    def eval_representation(self) -> str:
         name = "prompt_mask_denoised" if self.args.eval_denoise else "prompt_mask"
         return name + ("_mlp" if self.eval_uses_head else "")
 
-    def representation_spec(self) -> dict[str, Any]:  # noqa: D102
+    def representation_spec(self) -> dict[str, Any]:
         a = self.args
         return {
             "kind": "prompt_mask",

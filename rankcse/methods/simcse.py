@@ -38,10 +38,10 @@ class SimCSE(Method):
     args_class = SimCSEArgs
     recipe = Recipe(batch_size=64, learning_rate=3e-5, epochs=1)  # run_unsup_example.sh
 
-    def collate(self, sentences: Sequence[str], rng: np.random.Generator) -> Batch:  # noqa: D102
+    def collate(self, sentences: Sequence[str], rng: np.random.Generator) -> Batch:
         return {"tokens": self.encoder.tokenize(sentences, self.max_len)}
 
-    def forward(self, batch: Batch) -> MethodOutput:  # noqa: D102
+    def forward(self, batch: Batch) -> MethodOutput:
         tokens = batch["tokens"]
         n = tokens["input_ids"].shape[0]
         # One pass over both views: (2N, L); dropout differs between the copies.

@@ -1,13 +1,50 @@
-"""Helpers for the method tests: tiny BERT folders (optionally without dropout or with an MLM head) and plain formulas."""
+"""Test helpers (plain functions, imported by the tests; fixtures are in conftest.py): the tiny BERT, tiny configs, formulas."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from rankcse.paths import packaged_model_path
+
+TINY_SENTENCES = [
+    "a man is playing a guitar .",
+    "a woman is slicing an onion .",
+    "the cat sits on the mat .",
+    "children are playing in the park .",
+    "a dog runs across the field .",
+    "the stock market fell sharply today .",
+    "two men are riding horses on a beach .",
+    "she reads a book in the library .",
+    "the train arrives at noon .",
+    "a chef is cooking pasta in the kitchen .",
+    "rain is expected tomorrow morning .",
+    "the team won the championship game .",
+    "a bird is flying over the lake .",
+    "he is fixing the roof of the house .",
+    "people are walking down a busy street .",
+    "the president gave a speech on television .",
+    "a boy kicks a red ball .",
+    "the museum opens at nine .",
+    "a girl is painting a picture .",
+    "the river flooded the small town .",
+    "an old man feeds the pigeons .",
+    "students are taking an exam .",
+    "a plane lands on the runway .",
+    "the baby is sleeping in the crib .",
+    "a musician plays the violin on stage .",
+    "the doctor examines a patient .",
+    "snow covers the mountain peaks .",
+    "a couple dances at the wedding .",
+    "the computer crashed during the update .",
+    "a farmer harvests wheat in the field .",
+    "the lights went out in the storm .",
+    "a woman rides a bicycle to work .",
+]
+
 
 SENTENCES = [
     "a man is playing a guitar .",
@@ -64,3 +101,27 @@ def cls_states(method, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
 def gelu(x: torch.Tensor) -> torch.Tensor:
     """Exact GELU."""
     return F.gelu(x)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSON-lines file."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def tiny_config(model_dir: Path, corpus: Path, **overrides):
+    """A fast TrainConfig on the tiny model: batch 8, 6 steps, small probe set, no final test."""
+    from rankcse.config import TrainConfig
+
+    values = dict(
+        model=str(model_dir),
+        train_file=str(corpus),
+        batch_size=8,
+        max_steps=6,
+        eval_every=3,
+        probe_size=64,
+        final_tasks=[],
+        log_every=100,
+        learning_rate=1e-3,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
