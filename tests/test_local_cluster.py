@@ -37,7 +37,7 @@ def _env(folder: Path) -> dict[str, str]:
 
 def _lc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "rayjobs.local_cluster", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=180)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=420)  # up: 2 tries x 120 s at most
 
 
 @pytest.fixture(scope="module")
