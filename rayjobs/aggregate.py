@@ -125,7 +125,7 @@ def trial_steps(trial: Trial, meta: dict[str, Any], rank_column: str, window: in
 
 def trial_row(trial: Trial, meta: dict[str, Any], quantities: dict[str, Any]) -> dict[str, Any]:
     """One row of the trials table."""
-    row: dict[str, Any] = {**meta, "path": trial.path, "layout": trial.layout, "status": trial.status, "error": trial.error, "attempts_failed": trial.attempts_failed}
+    row: dict[str, Any] = {**meta, "path": trial.path, "layout": trial.layout, "status": trial.status, "error": trial.error, "attempts_failed": trial.attempts_failed, "device": trial.device}
     row.update(quantities)
     final = trial.final or {}
     row.update({k: final.get(k) for k in FINAL_SCORES})

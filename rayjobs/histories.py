@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rankcse.errors import ConfigError
-from rankcse.io import CONFIG_FILE, FINAL_FILE, METRICS_FILE, read_jsonl
+from rankcse.io import CONFIG_FILE, FINAL_FILE, METRICS_FILE, PROVENANCE_FILE, read_jsonl
 from rayjobs.spec import read_sweep_record
 
 COMPLETED, ERRORED, INCOMPLETE, CORRUPT, DUPLICATE = "completed", "errored", "incomplete", "corrupt", "duplicate"
@@ -50,6 +50,7 @@ class Trial:
     final: dict[str, Any] | None = None
     error: str | None = None
     attempts_failed: int = 0
+    device: str | None = None  # torch device the run trained on (its provenance.json)
 
     @property
     def cell(self) -> tuple:
@@ -177,7 +178,7 @@ def read_tune_trial(folder: Path, root: Path, spec: dict[str, Any] | None = None
     status, note = _status(final, error, damage, missing_evaluations(records, config, final), len(records))
     if tune_damage:  # the run folder's history is whole; still say that Tune's log is damaged
         note = "; ".join([*([note] if note else []), *(f"{d} (Tune's log; the run folder's history is used)" for d in tune_damage)])
-    return Trial(trial_id, rel, "tune", status, config, axes, records, final, note, failures)
+    return Trial(trial_id, rel, "tune", status, config, axes, records, final, note, failures, _device(run))
 
 
 def read_plain_run(folder: Path, root: Path) -> Trial:
@@ -199,7 +200,16 @@ def read_plain_run(folder: Path, root: Path) -> Trial:
     if final is not None and final.get("collapsed"):
         error = None  # error.json repeats the collapse that final.json records
     status, note = _status(final, error, damage, missing_evaluations(records, config, final), len(records))
-    return Trial(rel, rel, "run", status, config, {}, records, final, note, 1 if error else 0)
+    return Trial(rel, rel, "run", status, config, {}, records, final, note, 1 if error else 0, _device(folder))
+
+
+def _device(run: Path) -> str | None:
+    """The device a run trained on, from its provenance record (None before it started)."""
+    try:
+        device = _read_json(run / PROVENANCE_FILE).get("device")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(device) if device is not None else None
 
 
 def _walk(root: Path) -> Iterator[tuple[Path, str]]:

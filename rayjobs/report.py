@@ -145,6 +145,9 @@ def _findings_section(findings: pd.DataFrame, rank_column: str, split: pd.DataFr
 
 def _trials_section(trials: pd.DataFrame, read: list[Trial], counts: dict[str, int]) -> list[str]:
     out = ["## Trials", "", ", ".join(f"{v} {k}" for k, v in counts.items() if v) or "no trial folders found", ""]
+    if not trials.empty and "device" in trials:
+        devices = trials["device"].fillna("not started").value_counts()
+        out += ["Trained on: " + ", ".join(f"{device} ({n} trial{'s' if n != 1 else ''})" for device, n in devices.items()) + ".", ""]
     if not trials.empty:
         rows = [[r["trial_id"], r["method"], f"{r['rr_coef']:g}", r["rr_schedule"], _fmt(r["seed"]), r["status"], _fmt(r["steps_done"]),
                  _fmt(r.get("peak_step"), 1.0, 0), _fmt(r.get("best_step"), 1.0, 0), _fmt(r.get("best_stsb_dev"), 100.0), _fmt(r.get("avg"), 100.0),

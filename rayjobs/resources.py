@@ -87,6 +87,19 @@ def check_resources(cpus_per_trial: float, gpus_per_trial: float, local: bool, w
     raise ConfigError(f"a trial asks for {_fmt(need)} but the largest node of this Ray cluster has {have}; lower --cpus-per-trial")
 
 
+def check_cuda(cpus_per_trial: float, gpus_per_trial: float, timeout: float = 600.0) -> None:
+    """Run a trial-sized task on a GPU node and fail at once, with the cause, when its torch sees no CUDA."""
+    from rayjobs.devices import GPUWithoutCUDA, cuda_report, no_cuda_message
+
+    probe = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0)(cuda_report)
+    try:
+        report = ray.get(probe.remote(), timeout=timeout)
+    except ray.exceptions.GetTimeoutError:
+        raise ConfigError(f"no node ran a {_fmt({'CPU': cpus_per_trial, 'GPU': gpus_per_trial})} task within {timeout:.0f} s") from None
+    if not report["cuda"]:
+        raise GPUWithoutCUDA(no_cuda_message(gpus_per_trial, report))
+
+
 def _fits(resources: dict[str, Any], need: dict[str, float]) -> bool:
     return all(float(resources.get(k, 0)) + 1e-9 >= v for k, v in need.items() if v > 0)
 

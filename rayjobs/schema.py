@@ -68,6 +68,7 @@ TRIALS: dict[str, tuple[str, str]] = {
                "collapsed), errored, incomplete or duplicate (a repeated grid cell; the best copy is kept)"),
     "error": ("string", "what went wrong: the collapse, a cut history (rows missing, lines that do not parse), the last failure message"),
     "attempts_failed": ("int64", "failed attempts Tune recorded (retried from the last checkpoint)"),
+    "device": ("string", "torch device the trial trained on (cpu, cuda, cuda:N); cpu with a GPU held only under --allow-cpu-on-gpu"),
     "n_evals": ("int64", "evaluations recorded"),
     "steps_done": ("int64", "last evaluated step"),
     "peak_step": ("float64", "step of the (smoothed) peak of the phase rank metric"),

@@ -27,7 +27,7 @@ PRESET_DIR = Path(__file__).resolve().parent / "presets"
 CORE_AXES = ("method", "rr_coef", "rr_schedule", "seed")
 #: Settings the sweep sets per trial from its resources; a preset's ``train`` section may not.
 RUNTIME_KEYS = ("device", "num_threads")
-SPEC_KEYS = ("name", "description", "grid", "train", "resources", "max_concurrent", "max_failures", "keep_best_checkpoint", "fault")
+SPEC_KEYS = ("name", "description", "grid", "train", "resources", "max_concurrent", "max_failures", "keep_best_checkpoint", "fault", "allow_cpu_on_gpu")
 
 
 def preset_names() -> list[str]:
@@ -94,6 +94,8 @@ class SweepSpec:
     max_failures: int = 1
     keep_best_checkpoint: bool = True
     fault: Fault | None = None
+    #: A trial that holds a GPU but finds no CUDA trains on CPU instead of failing (rehearsals on fake GPUs).
+    allow_cpu_on_gpu: bool = False
 
     # -- loading ----------------------------------------------------------------------------------
     @classmethod
@@ -130,6 +132,7 @@ class SweepSpec:
             max_failures=int(data.get("max_failures", 1)),
             keep_best_checkpoint=bool(data.get("keep_best_checkpoint", True)),
             fault=Fault(**fault) if isinstance(fault, dict) else None,
+            allow_cpu_on_gpu=bool(data.get("allow_cpu_on_gpu", False)),
         )
         return spec
 
@@ -161,6 +164,7 @@ class SweepSpec:
             "max_failures": self.max_failures,
             "keep_best_checkpoint": self.keep_best_checkpoint,
             "fault": dataclasses.asdict(self.fault) if self.fault else None,
+            "allow_cpu_on_gpu": self.allow_cpu_on_gpu,
         }
 
     def replace(self, **changes: Any) -> SweepSpec:

@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-failures", type=int, help="retries of a failed trial, each from its last checkpoint")
     r.add_argument("--resource-wait", type=float, default=600.0, help="seconds to wait on a cluster for the autoscaler to add a node that fits a trial")
     r.add_argument("--address", default=None, help="Ray address: 'local' (a fresh local Ray), 'auto', host:port; default: RAY_ADDRESS, a cluster started on this machine, else local")
+    r.add_argument("--allow-cpu-on-gpu", action="store_true", help="a trial holding a GPU that CUDA cannot see trains on CPU instead of failing (rehearsals on fake GPUs: cluster-local.yaml)")
     r.add_argument("--inject-fault", metavar="KEY=VALUE,...:STEP[:TIMES]", help="make matching trials fail at STEP (TIMES attempts; 0 = always), to test fault tolerance")
     o = p.add_argument_group("where things go")
     o.add_argument("--name", help="experiment name (default: the preset's name)")
@@ -118,6 +119,8 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
         changes["keep_best_checkpoint"] = args.keep_best_checkpoint == "yes"
     if args.inject_fault:
         changes["fault"] = Fault.parse(args.inject_fault)
+    if args.allow_cpu_on_gpu:
+        changes["allow_cpu_on_gpu"] = True
     return spec.replace(**changes)
 
 
@@ -234,6 +237,8 @@ def run_sweep(args: argparse.Namespace) -> int:
 
     local = resources.connect(args.address)
     resources.check_resources(spec.cpus_per_trial, spec.gpus_per_trial, local, wait_seconds=args.resource_wait)
+    if spec.gpus_per_trial > 0 and not spec.allow_cpu_on_gpu:
+        resources.check_cuda(spec.cpus_per_trial, spec.gpus_per_trial)
     if not args.resume:
         state.write_spec(experiment_dir, {"spec": spec.to_dict(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv[1:]})
     with _SignalToInterrupt():

@@ -20,12 +20,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 
 from rankcse.config import STS_TASKS
 from rankcse.errors import TrainingCollapsed
 from rankcse.io import FINAL_FILE
 from rankcse.train import run
+from rayjobs.devices import trial_device
 from rayjobs.ray_compat import CHECKPOINT_LOGGER
 from rayjobs.spec import Fault, SweepSpec, cell_label
 
@@ -54,6 +56,7 @@ def _write_pointer(folder: Path, payload: dict[str, Any]) -> tune.Checkpoint:
 
 
 def _report(metrics: dict[str, Any], pointer: dict[str, Any] | None) -> None:
+    metrics["node_id"] = _node_id()  # which node ran this attempt: Tune's own rows show only the IP, shared by the fake nodes
     if pointer is None:
         tune.report(metrics)
         return
@@ -87,6 +90,13 @@ class TuneReporter:
         raise InjectedFault(f"injected fault at step {step} (attempt {done + 1}; --inject-fault)")
 
 
+def _node_id() -> str | None:
+    try:
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - only informative
+        return None
+
+
 def _configure_logging(verbose: bool) -> None:
     logger = logging.getLogger("rankcse")
     if verbose and not any(isinstance(h, logging.StreamHandler) for h in logger.handlers):
@@ -116,6 +126,10 @@ def train_trial(config: dict[str, Any], sweep: dict[str, Any], trial_logs: bool 
         final = json.loads(final_file.read_text())  # finished, but the last report was lost with the driver
     else:
         cfg = spec.trial_config(cell)
+        device = trial_device(spec.gpus_per_trial, spec.allow_cpu_on_gpu)  # fails here, before loading anything, without CUDA
+        if device is not None:
+            log.warning("holding %g GPU without CUDA: training on %s (--allow-cpu-on-gpu)", spec.gpus_per_trial, device)
+            cfg = cfg.with_overrides({"device": device})
         fault = spec.fault if spec.fault and spec.fault.matches(cell) else None
         # resume=True continues from run/last when an earlier attempt saved one, and starts afresh otherwise.
         try:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import read_jsonl
+from support import read_jsonl
 
 from rankcse import checkpoint as ckpt
 from rankcse.cli import build_parser, config_from_args, main
@@ -279,7 +279,7 @@ def test_a_collapsing_run_stops_with_status_3_and_is_listed(capsys, wide_model_d
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_healthy_runs_never_trip_the_collapse_check(method, wide_model_dir, tiny_corpus, tmp_path) -> None:
-    from conftest import tiny_config
+    from support import tiny_config
 
     cfg = tiny_config(wide_model_dir, tiny_corpus, method=method, max_steps=4, eval_every=2, data_dir=str(SMALL_DATA))
     result = run(cfg, tmp_path / method)

@@ -1,0 +1,319 @@
+"""A rehearsal Ray cluster on this machine: cluster-local.yaml on Ray's fake_multinode provider.
+
+    python -m rayjobs.local_cluster up [--max-workers N] [--cpus-per-worker C] [--gpus-per-worker G]
+    python -m rayjobs.local_cluster status
+    python -m rayjobs.local_cluster address      # just the address: --address $(python -m rayjobs.local_cluster address)
+    python -m rayjobs.local_cluster down
+
+``up`` runs ``RAY_FAKE_CLUSTER=1 ray start --head --block --autoscaling-config ...`` in a session of
+its own, with its own RAY_TMPDIR, free ports and an explicit RAY_AUTH_MODE (the caller's, else ``disabled``), so it coexists with any
+other Ray on the machine; every process of the cluster (head services, the autoscaler's fake worker
+nodes, their workers) belongs to that session. ``down`` ends exactly those processes, by PID: a
+SIGTERM, then SIGKILL after a grace period (gcs_server and the monitor ignore SIGTERM for over 10 s).
+It never runs ``ray stop``, which ends every Ray process of the user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rankcse.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "cluster-local.yaml"
+#: Short on purpose: Ray's socket paths under the temp dir must stay below the OS limit (107 bytes).
+DEFAULT_DIR = Path("/tmp") / f"rankcse-lc-{os.getuid()}"
+DIR_ENV = "RANKCSE_LOCAL_CLUSTER_DIR"
+WORKER_TYPE = "ray.worker.gpu"
+STATE_FILE = "state.json"
+START_TIMEOUT = 120.0
+GRACE_SECONDS = 3.0
+
+
+def state_dir() -> Path:
+    """Folder of the cluster's state file, config, logs and RAY_TMPDIR (``$RANKCSE_LOCAL_CLUSTER_DIR`` or /tmp)."""
+    return Path(os.environ.get(DIR_ENV) or DEFAULT_DIR)
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports nobody listens on now."""
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def cluster_config(max_workers: int, cpus_per_worker: float, gpus_per_worker: float, gcs_address: str) -> dict[str, Any]:
+    """cluster-local.yaml with the worker type's size and count and the head's GCS address filled in."""
+    config = yaml.safe_load(CONFIG.read_text())
+    config["max_workers"] = max_workers
+    config["provider"]["gcs_address"] = gcs_address
+    worker = config["available_node_types"][WORKER_TYPE]
+    worker["max_workers"] = max_workers
+    worker["resources"] = {"CPU": cpus_per_worker, "GPU": gpus_per_worker}
+    return config
+
+
+# -- processes ----------------------------------------------------------------------------------------
+
+
+def _proc_stat(pid: int) -> tuple[int, int] | None:
+    """(session id, start time in clock ticks) of a live process, None if it is gone or a zombie."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # the command name may hold spaces and parentheses
+    if fields[0] == "Z":
+        return None
+    return int(fields[3]), int(fields[19])
+
+
+def session_pids(sid: int) -> list[int]:
+    """Live processes of session ``sid`` (the session ``up`` created for the cluster)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _proc_stat(int(entry.name))
+            if stat is not None and stat[0] == sid:
+                pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def read_state() -> dict[str, Any] | None:
+    """The running cluster's state (address, PIDs), None when none of ours runs."""
+    path = state_dir() / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return state if session_pids(int(state["sid"])) else None
+
+
+# -- commands -----------------------------------------------------------------------------------------
+
+
+def up(max_workers: int = 2, cpus_per_worker: float = 2.0, gpus_per_worker: float = 1.0, timeout: float = START_TIMEOUT) -> dict[str, Any]:
+    """Start the cluster (head only; the autoscaler adds workers on demand) and return its state."""
+    if max_workers < 1:
+        raise ConfigError(f"--max-workers must be >= 1, got {max_workers}")
+    if cpus_per_worker <= 0 or gpus_per_worker < 0:
+        raise ConfigError(f"--cpus-per-worker must be > 0 and --gpus-per-worker >= 0, got {cpus_per_worker:g} and {gpus_per_worker:g}")
+    running = read_state()
+    if running is not None:
+        raise AlreadyUp(running)
+    attempts = 2  # Ray gives a node 30 s to register with the GCS (fixed); a busy machine can miss that once
+    for attempt in range(1, attempts + 1):
+        try:
+            return _start(max_workers, cpus_per_worker, gpus_per_worker, timeout)
+        except ConfigError as exc:
+            if attempt == attempts or "timed out during startup" not in str(exc):
+                raise
+            print(f"local cluster: {exc}; trying again", file=sys.stderr)
+    raise AssertionError("unreachable")
+
+
+def _start(max_workers: int, cpus_per_worker: float, gpus_per_worker: float, timeout: float) -> dict[str, Any]:
+    """One ``ray start --head --block`` in a new session, on fresh ports; its state once Ray says it started."""
+    import ray._private.services as services
+
+    folder = state_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "ray"
+    tmp.mkdir(exist_ok=True)
+    ip = services.get_node_ip_address()
+    gcs, dashboard, client, agent_http, agent_grpc, runtime_env, metrics, node_manager, object_manager, autoscaler = free_ports(10)
+    config_path = folder / "cluster.yaml"
+    config_path.write_text(yaml.safe_dump(cluster_config(max_workers, cpus_per_worker, gpus_per_worker, f"{ip}:{gcs}"), sort_keys=False))
+    # Clients (ray.init, ray job submit) with RAY_AUTH_MODE unset connect without a token: match them unless told otherwise.
+    auth_mode = os.environ.get("RAY_AUTH_MODE") or "disabled"
+    env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "RAY_TMPDIR": str(tmp), "RAY_AUTH_MODE": auth_mode, "RAY_USAGE_STATS_ENABLED": "0",
+           "AUTOSCALER_METRIC_PORT": str(autoscaler)}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [
+        sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--autoscaling-config={config_path}",
+        f"--port={gcs}", f"--node-ip-address={ip}", "--num-cpus=0", "--num-gpus=0", f"--temp-dir={tmp}",
+        "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
+        f"--dashboard-agent-listen-port={agent_http}", f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}", f"--node-manager-port={node_manager}",
+        f"--object-manager-port={object_manager}", "--disable-usage-stats",
+    ]
+    log_path = folder / "ray_start.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd=ROOT)
+    state = {
+        "sid": proc.pid,
+        "address": f"{ip}:{gcs}", "dashboard": f"http://127.0.0.1:{dashboard}", "auth_mode": auth_mode, "ray_tmpdir": str(tmp),
+        "config": str(config_path), "log": str(log_path), "max_workers": max_workers,
+        "worker": {"CPU": cpus_per_worker, "GPU": gpus_per_worker}, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    deadline = time.monotonic() + timeout
+    while "Ray runtime started" not in log_path.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+            how = f"exit {proc.returncode}" if proc.returncode is not None else "timeout"
+            _stop_session(proc.pid)
+            raise ConfigError(f"ray start failed ({how}): {lines[-1] if lines else '(no output)'} (log: {log_path})")
+        time.sleep(0.3)
+    state["pids"] = session_pids(proc.pid)
+    (folder / STATE_FILE).write_text(json.dumps(state, indent=1))
+    return state
+
+
+class AlreadyUp(Exception):
+    """``up`` found the cluster already running."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        super().__init__(f"already up at {state['address']}")
+        self.state = state
+
+
+def _stop_session(sid: int, grace: float = GRACE_SECONDS) -> list[int]:
+    """SIGTERM every process of the session, SIGKILL what is left after ``grace`` seconds; return the PIDs seen."""
+    seen: set[int] = set()
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        deadline = time.monotonic() + wait
+        while True:
+            pids = session_pids(sid)
+            if not pids:
+                return sorted(seen)
+            seen.update(pids)
+            if time.monotonic() > deadline:
+                break
+            for pid in pids:  # repeated: a raylet may start a worker while the others stop
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.2)
+    left = session_pids(sid)
+    if left:
+        raise ConfigError(f"could not stop processes {left} of the local cluster")
+    return sorted(seen)
+
+
+def down() -> list[int]:
+    """Stop every process of the cluster ``up`` started; return their PIDs (empty when none ran)."""
+    folder = state_dir()
+    path = folder / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    stopped = _stop_session(int(state["sid"]))
+    path.unlink(missing_ok=True)
+    return stopped
+
+
+def worker_nodes(state: dict[str, Any]) -> dict[str, list[int]]:
+    """The fake worker nodes now alive: node id -> PIDs of its raylet and the raylet's worker processes."""
+    nodes: dict[str, list[int]] = {}
+    for pid in session_pids(state["sid"]):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not cmd or not cmd[0].endswith(b"/raylet"):
+            continue
+        node_id = next((e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"RAY_OVERRIDE_NODE_ID_FOR_TESTING=")), None)
+        if node_id is None or node_id.endswith("00000"):
+            continue  # the head node
+        nodes[node_id] = [pid, *_descendants(pid)]
+    return nodes
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                text = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(text[text.rindex(")") + 2:].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], list(children.get(pid, []))
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return sorted(out)
+
+
+def _print_state(state: dict[str, Any]) -> None:
+    print(f"address: {state['address']}")
+    print(f"dashboard: {state['dashboard']}  (ray job submit --address {state['dashboard']} ...)")
+    print(f"RAY_AUTH_MODE={state['auth_mode']}  (drivers and `ray job submit` need the same; RAY_TMPDIR={state['ray_tmpdir']})")
+    print(f"workers: 0..{state['max_workers']} x {{CPU: {state['worker']['CPU']:g}, GPU: {state['worker']['GPU']:g}}}, started on demand")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    p = argparse.ArgumentParser(prog="python -m rayjobs.local_cluster",
+                                description="Start or stop a rehearsal Ray cluster (cluster-local.yaml) on this machine.")
+    sub = p.add_subparsers(dest="command", required=True)
+    u = sub.add_parser("up", help="start the head node; the autoscaler adds fake GPU workers on demand")
+    u.add_argument("--max-workers", type=int, default=2, help="most worker nodes at once")
+    u.add_argument("--cpus-per-worker", type=float, default=2.0, help="CPUs each worker node declares")
+    u.add_argument("--gpus-per-worker", type=float, default=1.0, help="(fake) GPUs each worker node declares")
+    sub.add_parser("down", help="stop every process up started (never `ray stop`)")
+    sub.add_parser("status", help="print the address of the running cluster and its live worker nodes")
+    sub.add_parser("address", help="print only the address, for --address $(python -m rayjobs.local_cluster address)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; bad input and failures print one line and exit 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "up":
+            try:
+                state = up(args.max_workers, args.cpus_per_worker, args.gpus_per_worker)
+            except AlreadyUp as exc:
+                print(f"local cluster: already up (pid {exc.state['sid']}); `python -m rayjobs.local_cluster down` first to restart it")
+                _print_state(exc.state)
+                return 0
+            print(f"local cluster: up (pid {state['sid']}, {len(state['pids'])} processes, state {state_dir() / STATE_FILE})")
+            _print_state(state)
+            print(f"next: python rayjobs/sweep.py --preset smoke --address {state['address']} --gpus-per-trial 0.5 --allow-cpu-on-gpu")
+        elif args.command == "down":
+            stopped = down()
+            print(f"local cluster: stopped {len(stopped)} processes" if stopped else "local cluster: not running; nothing to stop")
+        else:
+            state = read_state()
+            if state is None:
+                where = sys.stderr if args.command == "address" else sys.stdout
+                print("local cluster: not running; start it with `python -m rayjobs.local_cluster up`", file=where)
+                return 1
+            if args.command == "address":
+                print(state["address"])
+                return 0
+            _print_state(state)
+            print(f"worker nodes alive: {len(worker_nodes(state))}")
+        return 0
+    except ConfigError as exc:
+        print(f"local_cluster: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
