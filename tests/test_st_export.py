@@ -8,14 +8,17 @@ embeddings of the same checkpoint (``load_for_eval``), raw and after L2 normalis
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 
 from conftest import tiny_config
-from rankcse.build import load_for_eval
+from rankcse import checkpoint as ckpt
+from rankcse.build import build_method, load_for_eval
 from rankcse.cli import main
+from rankcse.config import TrainConfig
 from rankcse.evaluation.sts import TASKS, resolve_data_dir
 from rankcse.st_export import needs_custom_module
 from rankcse.train import run
@@ -101,8 +104,6 @@ def test_export_converts_an_older_folder_and_the_card_gets_final_scores(tmp_path
     final = json.loads((run_dir / "final.json").read_text())
     assert f"{100 * final['stsb']:.2f}" in card
     old = tmp_path / "old"  # a folder as rankcse wrote it before the export existed
-    import shutil
-
     shutil.copytree(run_dir / "best", old)
     for name in ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json", "README.md"):
         (old / name).unlink()
@@ -114,3 +115,15 @@ def test_export_converts_an_older_folder_and_the_card_gets_final_scores(tmp_path
     assert f"{100 * final['stsb']:.2f}" in (tmp_path / "from_run" / "README.md").read_text()
     assert main(["export", str(tmp_path / "missing"), str(tmp_path / "x")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_default_model_round_trips(tmp_path, dev_sentences):
+    """The packaged MiniLM (BERT-like, 384-d, 512 positions) saved as a SimCSE checkpoint (training it is covered on the tiny model)."""
+    cfg = TrainConfig(method="simcse").resolved()
+    method = build_method(cfg, training=False)
+    meta = {"method": "simcse", "eval_representation": method.eval_representation, "representation": method.representation_spec(),
+            "train_config": cfg.to_dict(), "step": 0, "stsb_dev": None}
+    ckpt.save_model(method, tmp_path / "best", meta, {})
+    assert json.loads((tmp_path / "best" / "sentence_bert_config.json").read_text())["max_seq_length"] == 512
+    assert_same_embeddings(tmp_path / "best", dev_sentences)
