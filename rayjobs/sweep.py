@@ -25,7 +25,10 @@ from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script (python rayjobs/sweep.py, ray submit): make the package importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    _here = Path(__file__).resolve().parent
+    # ...and drop the script's own folder, whose statistics.py would shadow the standard library's (MLflow imports it).
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
+    sys.path.insert(0, str(_here.parent))
 
 from rankcse.config import parse_override  # noqa: E402
 from rankcse.errors import ConfigError, RankCSEError  # noqa: E402
