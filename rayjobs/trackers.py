@@ -178,8 +178,9 @@ def wandb_summary(project: str, spec: SweepSpec, experiment_dir: Path, output: P
         for name in ("trials", "summary"):
             path = output / f"{name}.parquet"
             if path.is_file():
-                frame = pd.read_parquet(path)
-                frame = frame.astype({c: str for c in frame.columns if frame[c].dtype == object})
+                frame = pd.read_parquet(path).astype(object)
+                frame = frame.where(frame.notna(), None)  # W&B tables take None, not pandas' NA
+                frame = frame.map(lambda v: v if v is None or isinstance(v, bool | int | float | str) else str(v))
                 run.log({f"{name}_table": wandb.Table(dataframe=frame)})
         if output.is_dir():
             artifact = wandb.Artifact(f"{spec.name}-results", type="sweep-results")
@@ -234,10 +235,16 @@ class Trackers:
         """Attach the aggregated results to the parent/summary runs; returns one line per tracker for the terminal."""
         lines = []
         if self.mlflow:
-            mlflow_summary(self.mlflow, output, "FINISHED" if ok else "FAILED")
             m = self.mlflow
-            lines.append(f"mlflow: experiment {m['experiment']!r} at {m['uri']}, parent run {m['parent_run_id']}")
+            try:
+                mlflow_summary(m, output, "FINISHED" if ok else "FAILED")
+                lines.append(f"mlflow: experiment {m['experiment']!r} at {m['uri']}, parent run {m['parent_run_id']}")
+            except Exception as exc:  # noqa: BLE001  (the sweep's results stand; the tracker's summary is extra)
+                lines.append(f"mlflow: the sweep's parent run was not completed ({type(exc).__name__}: {exc})")
         if self.wandb_project:
-            wandb_summary(self.wandb_project, spec, experiment_dir, output)
-            lines.append(f"wandb: project {self.wandb_project!r}, group {spec.name!r} (runs under {experiment_dir / '.rankcse' / 'wandb'})")
+            try:
+                wandb_summary(self.wandb_project, spec, experiment_dir, output)
+                lines.append(f"wandb: project {self.wandb_project!r}, group {spec.name!r} (runs under {experiment_dir / '.rankcse' / 'wandb'})")
+            except Exception as exc:  # noqa: BLE001
+                lines.append(f"wandb: the sweep's summary run was not written ({type(exc).__name__}: {exc})")
         return lines
