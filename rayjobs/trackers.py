@@ -75,7 +75,7 @@ def check_mlflow(uri: str) -> None:
             import alembic  # noqa: F401
             import sqlalchemy  # noqa: F401
         except ImportError:
-            raise ConfigError(f"--mlflow {uri}: an sqlite store needs sqlalchemy and alembic (pip install sqlalchemy alembic); or use file:DIR") from None
+            raise ConfigError(f"--mlflow {uri}: an sqlite store needs sqlalchemy and alembic (pip install them), or use file:DIR") from None
     elif uri.startswith("file:") or "://" not in uri:
         # MLflow 3 keeps the file store in maintenance mode and refuses it unless asked; it is the store that works offline.
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
@@ -244,7 +244,8 @@ class Trackers:
         if self.wandb_project:
             try:
                 wandb_summary(self.wandb_project, spec, experiment_dir, output)
-                lines.append(f"wandb: project {self.wandb_project!r}, group {spec.name!r} (runs under {experiment_dir / '.rankcse' / 'wandb'})")
+                where = experiment_dir / ".rankcse" / "wandb"
+                lines.append(f"wandb: project {self.wandb_project!r}, group {spec.name!r} (runs under {where})")
             except Exception as exc:  # noqa: BLE001
                 lines.append(f"wandb: the sweep's summary run was not written ({type(exc).__name__}: {exc})")
         return lines
