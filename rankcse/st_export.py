@@ -101,16 +101,16 @@ def write_sentence_transformers(method: torch.nn.Module, folder: Path) -> list[d
             "add_period": bool(spec["add_period"]),
             "denoise": bool(spec["denoise"]),
         })
-        use_head = bool(spec["mlp"])
+        use_head, mode = bool(spec["mlp"]), None
     else:
-        pooler = spec["pooler"]
-        mode = "mean" if pooler == "mean" else "cls"
+        mode = "mean" if spec["pooler"] == "mean" else "cls"
+        use_head = spec["pooler"] == "cls"
+    if use_head and not isinstance(encoder.head, MLPHead):  # checked before anything is written
+        raise ValueError(f"evaluation uses a {type(encoder.head).__name__} head, which has no sentence-transformers module")
+    if mode is not None:
         _write_json(folder / "1_Pooling" / "config.json", _pooling_config(encoder.hidden_size, mode))
         modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": POOLING_CLASS})
-        use_head = pooler == "cls"
     if use_head:
-        if not isinstance(encoder.head, MLPHead):
-            raise ValueError(f"evaluation uses a {type(encoder.head).__name__} head, which has no sentence-transformers module")
         _write_dense(folder / "2_Dense", encoder.head)
         modules.append({"idx": len(modules), "name": str(len(modules)), "path": "2_Dense", "type": DENSE_CLASS})
     _write_json(folder / "modules.json", modules)
