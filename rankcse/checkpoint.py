@@ -2,7 +2,8 @@
 
 A best checkpoint is a Hugging Face model folder (``from_pretrained`` opens it) plus
 ``rankcse.json`` (the resolved run config and the evaluation representation),
-``rankcse_modules.safetensors`` (head and other evaluation modules) and ``provenance.json``.
+``rankcse_modules.safetensors`` (head and other evaluation modules) and ``provenance.json``; it is also a
+sentence-transformers model (``modules.json`` etc., see :mod:`rankcse.st_export`) with a model card (``README.md``).
 A resume checkpoint adds ``trainer_state.pt``: tensors and plain Python values only, read back with
 ``torch.load(weights_only=True)`` so a run folder from elsewhere cannot run code when resumed. Folders
 are written under a temporary name and swapped in, so a crash never leaves a half-written checkpoint in place.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -30,6 +32,7 @@ META_FILE = "rankcse.json"
 MODULES_FILE = "rankcse_modules.safetensors"
 STATE_FILE = "trainer_state.pt"
 COMPLETE = ".complete"
+log = logging.getLogger(__name__)
 
 
 
@@ -76,6 +79,19 @@ def save_model(method: torch.nn.Module, folder: Path, meta: dict[str, Any], prov
         save_file(tensors, str(folder / MODULES_FILE))
     write_json_atomic(folder / META_FILE, {"format": FORMAT_VERSION, **meta})
     write_json_atomic(folder / "provenance.json", provenance)
+    write_sentence_transformers_files(method, folder, meta)
+
+
+def write_sentence_transformers_files(method: torch.nn.Module, folder: Path, meta: dict[str, Any]) -> None:
+    """Add the sentence-transformers files and the model card; a representation they cannot express is logged, not fatal."""
+    from rankcse import model_card
+    from rankcse.st_export import needs_custom_module, write_sentence_transformers
+
+    try:
+        write_sentence_transformers(method, folder)
+    except ValueError as exc:
+        log.warning("%s: not written as a sentence-transformers model (%s)", folder, exc)
+    model_card.write(folder, meta, custom_module=needs_custom_module(folder))
 
 
 def read_meta(folder: Path) -> dict[str, Any] | None:

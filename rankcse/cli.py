@@ -1,4 +1,4 @@
-"""Command line: ``rankcse train``, ``rankcse eval`` (and ``probe``, ``transfer`` from :mod:`rankcse.cli_probe`;
+"""Command line: ``rankcse train``, ``rankcse eval`` (and ``probe``, ``transfer`` from :mod:`rankcse.cli_probe`, ``export``;
 ``aggregate`` from rayjobs, registered through the ``rankcse.commands`` entry point).
 
 Every failure caused by input (a bad flag value, a missing file, a diverged loss) prints one line
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rankcse import cli_probe
+from rankcse import cli_probe, export
 from rankcse.config import STS_TASKS, TrainConfig, parse_override
 from rankcse.errors import RankCSEError
 
@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     cli_probe.add_commands(sub)
+    export.add_commands(sub)
     COMMANDS.update(_add_plugin_commands(sub))
     return parser
 
@@ -167,7 +168,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, Any] = {"train": cmd_train, "eval": cmd_eval, **cli_probe.COMMANDS}
+COMMANDS: dict[str, Any] = {"train": cmd_train, "eval": cmd_eval, **cli_probe.COMMANDS, **export.COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from rankcse import checkpoint as ckpt
-from rankcse import provenance
+from rankcse import model_card, provenance
 from rankcse.build import build_method, load_for_eval
 from rankcse.collapse import collapse_reason
 from rankcse.config import TrainConfig
@@ -48,6 +48,7 @@ from rankcse.methods import Method
 from rankcse.phases import PHASE_1, PHASE_2, PeakDetector
 from rankcse.rank import rank_metrics
 from rankcse.rr import RRSchedule, rr_entropy
+from rankcse.st_export import needs_custom_module
 
 log = logging.getLogger("rankcse")
 
@@ -583,6 +584,10 @@ class Trainer:
             result["checkpoint"] = "best" if best else "last"
             result.update(final_scores(method, cfg, self.prober, f"{result['checkpoint']} checkpoint, step {s.best_step}"))
         write_json_atomic(self.out / FINAL_FILE, result)
+        best = ckpt.find_complete(self.out / "best") if cfg.save_best else None
+        meta = ckpt.read_meta(best) if best else None
+        if meta is not None:  # the model card gains the final scores
+            model_card.write(best, meta, result, custom_module=needs_custom_module(best))
         return result
 
 

@@ -25,7 +25,10 @@ from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script (python rayjobs/sweep.py, ray submit): make the package importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    _here = Path(__file__).resolve().parent
+    # ...and drop the script's own folder, whose statistics.py would shadow the standard library's (MLflow imports it).
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
+    sys.path.insert(0, str(_here.parent))
 
 from rankcse.config import parse_override  # noqa: E402
 from rankcse.errors import ConfigError, RankCSEError  # noqa: E402
@@ -77,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--overwrite", action="store_true", help="delete an existing experiment of the same name first")
     o.add_argument("--no-aggregate", action="store_true", help="skip the aggregation at the end")
     o.add_argument("--keep-best-checkpoint", choices=("yes", "no"), default=None, help="keep each trial's best model folder (yes: needed to probe or evaluate it later)")
+    k = p.add_argument_group("experiment trackers (optional extras)")
+    k.add_argument("--mlflow", metavar="URI", help="log every trial to MLflow: file:DIR (offline), sqlite:///FILE.db or http(s)://server; pip install -e '.[mlflow]'")
+    k.add_argument("--wandb", metavar="PROJECT", help="log every trial to this W&B project (WANDB_MODE=offline works without an account); pip install -e '.[wandb]'")
     o.add_argument("--trial-logs", action="store_true", help="show each trial's training log lines, not only Tune's status table")
     o.add_argument("--dry-run", action="store_true", help="print the trials and exit")
     return p
@@ -151,8 +157,11 @@ class _SignalToInterrupt:
         signal.signal(signal.SIGTERM, self.previous)
 
 
-def make_tuner(spec: SweepSpec, storage: Path, experiment_dir: Path, resume: bool = False, retry_errored: bool = False, trial_logs: bool = False, reuse_actors: bool = False) -> Any:
-    """The Tuner of a sweep: a new one over the spec's grid, or the restored experiment (``resume``)."""
+def make_tuner(
+    spec: SweepSpec, storage: Path, experiment_dir: Path, resume: bool = False, retry_errored: bool = False, trial_logs: bool = False,
+    reuse_actors: bool = False, callbacks: Sequence[Any] = (),
+) -> Any:
+    """The Tuner of a sweep: a new one over the spec's grid (``callbacks`` added to Tune's), or the restored experiment (``resume``)."""
     from ray import tune
     from ray.tune import ResumeConfig
     from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -192,7 +201,7 @@ def make_tuner(spec: SweepSpec, storage: Path, experiment_dir: Path, resume: boo
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             # Keep every (tiny) pointer checkpoint: num_to_keep would force a state snapshot per report.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-            callbacks=[StateBackup(experiment_dir)],
+            callbacks=[StateBackup(experiment_dir), *callbacks],
             verbose=1,
         ),
     )
@@ -232,6 +241,11 @@ def run_sweep(args: argparse.Namespace) -> int:
     repaired = state.prepare_resume(experiment_dir) if args.resume else []
     for line in repaired:
         log.warning("resume: %s", line)
+    trackers = None  # checked and started before Ray: a missing extra is a one-line error
+    if args.mlflow or args.wandb or (args.resume and (experiment_dir / ".rankcse" / "trackers.json").is_file()):
+        from rayjobs.trackers import Trackers
+
+        trackers = Trackers.start(spec, experiment_dir, args.mlflow, args.wandb)
 
     from rayjobs import resources
 
@@ -242,7 +256,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     if not args.resume:
         state.write_spec(experiment_dir, {"spec": spec.to_dict(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv[1:]})
     with _SignalToInterrupt():
-        grid = make_tuner(spec, storage, experiment_dir, args.resume, args.retry_errored, args.trial_logs).fit()
+        callbacks = trackers.callbacks(spec, experiment_dir) if trackers else []
+        grid = make_tuner(spec, storage, experiment_dir, args.resume, args.retry_errored, args.trial_logs, callbacks=callbacks).fit()
     # Judged by what the trials reported (Tune can list an interrupted trial as terminated): a trial is
     # done once it reported its final scores, or failed.
     unfinished = [r for r in grid if r.error is None and (r.metrics or {}).get("kind") != "final"]
@@ -258,6 +273,9 @@ def run_sweep(args: argparse.Namespace) -> int:
     print(summary.describe())
     expected = {cell_label(c) for c in cells}
     missing = sorted(expected - summary.completed_cells)
+    if trackers is not None:
+        for line in trackers.publish(spec, experiment_dir, output, ok=not missing):
+            print(line, flush=True)
     if missing:
         print(f"{len(missing)} of {len(expected)} trials did not complete: {', '.join(missing)}", flush=True)
         print(f"resume with: python rayjobs/sweep.py --name {spec.name} --storage-path {storage} --resume [--retry-errored]", flush=True)

@@ -1,0 +1,78 @@
+"""``rankcse export``: copy a checkpoint (or a run's best checkpoint) into a sentence-transformers model folder with a model card."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from rankcse import checkpoint as ckpt
+from rankcse import model_card
+from rankcse.errors import ConfigError, ModelLoadError
+from rankcse.st_export import needs_custom_module, write_sentence_transformers
+
+
+def resolve_checkpoint(source: Path) -> tuple[Path, dict[str, Any] | None]:
+    """The checkpoint folder behind ``source`` (a checkpoint or a run folder holding ``best/``) and the run's final scores, if any."""
+    if not source.exists():
+        raise ModelLoadError(f"{source} does not exist; pass a checkpoint folder (e.g. <run>/best) or a run folder")
+    run_dir = source
+    if ckpt.read_meta(source) is None:
+        best = ckpt.find_complete(source / "best")
+        if best is None or ckpt.read_meta(best) is None:
+            raise ModelLoadError(f"{source} is neither a rankcse checkpoint (no {ckpt.META_FILE}) nor a run folder with a best/ checkpoint")
+        source = best
+    else:
+        run_dir = source.parent
+    final_file = run_dir / "final.json"
+    final = json.loads(final_file.read_text()) if final_file.is_file() and run_dir != source else None
+    return source, final
+
+
+def export(source: Path, out: Path, overwrite: bool = False) -> Path:
+    """Copy the checkpoint behind ``source`` to ``out`` and add the sentence-transformers files and the model card."""
+    from rankcse.build import load_for_eval
+
+    folder, final = resolve_checkpoint(Path(source).expanduser().resolve())
+    out = Path(out).expanduser().resolve()
+    if out == folder or folder in out.parents:
+        raise ConfigError(f"export to a new folder, not into the checkpoint {folder}")
+    if out.exists():
+        if not overwrite and any(out.iterdir()):
+            raise ConfigError(f"{out} exists and is not empty; pass --overwrite or choose another folder")
+        shutil.rmtree(out)
+    shutil.copytree(folder, out, ignore=shutil.ignore_patterns(ckpt.COMPLETE, ckpt.STATE_FILE))
+    method = load_for_eval(str(out))
+    try:
+        write_sentence_transformers(method, out)
+    except ValueError as exc:
+        raise ConfigError(f"cannot export {folder}: {exc}") from None
+    model_card.write(out, ckpt.read_meta(out) or {}, final, custom_module=needs_custom_module(out))
+    return out
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``rankcse export``."""
+    out = export(args.checkpoint, args.out, args.overwrite)
+    flag = ", trust_remote_code=True" if needs_custom_module(out) else ""
+    print(f"exported: {out}")
+    print(f'load it: python -c "from sentence_transformers import SentenceTransformer; m = SentenceTransformer(\'{out}\'{flag})"')
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``export``."""
+    p = sub.add_parser(
+        "export",
+        help="make a checkpoint a sentence-transformers model folder",
+        description="Copy a rankcse checkpoint (or a run folder's best/) to OUT as a sentence-transformers model that embeds as rankcse "
+        "evaluated it (modules.json, pooling, max length), with a model card. Checkpoints written since this version already are.",
+    )
+    p.add_argument("checkpoint", type=Path, help="checkpoint folder (<run>/best) or run folder")
+    p.add_argument("out", type=Path, help="new model folder")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+
+
+COMMANDS = {"export": cmd_export}

@@ -1,0 +1,251 @@
+"""Experiment trackers for a sweep, through Tune's own logger callbacks: MLflow (``--mlflow URI``) and W&B (``--wandb PROJECT``).
+
+Each trial is one tracked run named by its grid cell, with the cell and the trial's full training config as
+parameters and every evaluation's numbers (loss parts, rank metrics, alignment, uniformity, STS-B dev, then the
+final test scores) as series over the training step. The sweep itself gets a parent run (MLflow: the trials are
+its children) or a summary run (W&B: same group) holding the report, tables and figures once aggregated.
+Both are optional extras (``pip install -e '.[mlflow]'`` / ``'.[wandb]'``); the callbacks run on the driver
+(MLflow) or in a small Ray actor beside it (W&B), never in the trials.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ray.air.integrations.mlflow import MLflowLoggerCallback
+from ray.air.integrations.wandb import WandbLoggerCallback
+
+from rankcse.errors import ConfigError
+from rayjobs.spec import SweepSpec, cell_label
+
+#: Tune's bookkeeping keys in a result, not the trial's measurements.
+TUNE_KEYS = {
+    "time_this_iter_s", "time_total_s", "timestamp", "pid", "training_iteration", "iterations_since_restore",
+    "time_since_restore", "done", "node_ip", "date", "hostname", "trial_id", "experiment_tag", "checkpoint_dir_name",
+    "should_checkpoint", "timesteps_total", "episodes_total", "timesteps_since_restore",
+}
+STATE_FILE = "trackers.json"
+
+
+def measurements(result: dict[str, Any]) -> dict[str, float]:
+    """The finite numbers a trial reported (rankcse's record), without Tune's bookkeeping."""
+    out = {}
+    for key, value in result.items():
+        if key in TUNE_KEYS or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if math.isfinite(value):
+            out[key] = float(value)
+    return out
+
+
+def trial_params(spec: SweepSpec, cell: dict[str, Any]) -> dict[str, Any]:
+    """The grid cell and the trial's full training config, flattened (``method_args.x``), as tracker parameters."""
+    config = spec.trial_config(cell).to_dict()
+    params: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            params.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            params[key] = value
+    params = {k: (json.dumps(v) if isinstance(v, list | dict) else v) for k, v in params.items()}
+    params.update(cell)
+    return params
+
+
+def _cell(spec: SweepSpec, trial: Any) -> dict[str, Any]:
+    return {axis: trial.config[axis] for axis in spec.axes()}
+
+
+# -- MLflow ------------------------------------------------------------------------------------------------
+
+
+def check_mlflow(uri: str) -> None:
+    """Refuse, before Ray starts, a URI this installation cannot write (one line naming the fix)."""
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        raise ConfigError("--mlflow needs MLflow: pip install -e '.[mlflow]' (mlflow-skinny is enough)") from None
+    if uri.startswith("sqlite:"):
+        try:
+            import alembic  # noqa: F401
+            import sqlalchemy  # noqa: F401
+        except ImportError:
+            raise ConfigError(f"--mlflow {uri}: an sqlite store needs sqlalchemy and alembic (pip install them), or use file:DIR") from None
+    elif uri.startswith("file:") or "://" not in uri:
+        # MLflow 3 keeps the file store in maintenance mode and refuses it unless asked; it is the store that works offline.
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+
+
+def mlflow_parent_run(uri: str, experiment: str, spec: SweepSpec) -> dict[str, str]:
+    """Create the sweep's parent run (the trials are its children); returns its ids for the callback and the summary."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    run = client.create_run(experiment_id, run_name=f"{spec.name} (sweep)", tags={"rankcse.role": "sweep"})
+    for axis, values in spec.axes().items():
+        client.log_param(run.info.run_id, f"grid.{axis}", json.dumps(values))
+    client.log_param(run.info.run_id, "trials", len(spec.cells()))
+    return {"uri": uri, "experiment": experiment, "experiment_id": experiment_id, "parent_run_id": run.info.run_id}
+
+
+class MLflowTrialLogger(MLflowLoggerCallback):
+    """Tune's MLflow callback, one run per trial named by its cell (a child of the sweep's parent run), with the full config and
+    the training step as the step of every series."""
+
+    def __init__(self, sweep: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sweep = sweep
+
+    def log_trial_start(self, trial: Any) -> None:  # noqa: D102
+        spec = SweepSpec.from_dict(self.sweep)
+        cell = _cell(spec, trial)
+        if trial not in self._trial_runs:
+            tags = {**self.tags, "trial_name": str(trial), "rankcse.cell": cell_label(cell)}
+            self._trial_runs[trial] = self.mlflow_util.start_run(tags=tags, run_name=cell_label(cell)).info.run_id
+        self.mlflow_util.log_params(run_id=self._trial_runs[trial], params_to_log=trial_params(spec, cell))
+
+    def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:  # noqa: D102
+        step = int(result.get("step") or 0)
+        self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=measurements(result), step=step)
+
+
+def mlflow_callback(spec: SweepSpec, state: dict[str, str]) -> MLflowTrialLogger:
+    """The MLflow callback of a sweep whose parent run is in ``state``."""
+    tags = {"mlflow.parentRunId": state["parent_run_id"], "rankcse.sweep": spec.name}
+    return MLflowTrialLogger(spec.to_dict(), tracking_uri=state["uri"], experiment_name=state["experiment"], tags=tags)
+
+
+def mlflow_summary(state: dict[str, str], output: Path, status: str) -> None:
+    """Attach the report, tables and figures to the parent run and close it."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=state["uri"])
+    if output.is_dir():
+        client.log_artifacts(state["parent_run_id"], str(output))
+    client.set_terminated(state["parent_run_id"], status=status)
+
+
+# -- Weights & Biases --------------------------------------------------------------------------------------
+
+
+def check_wandb() -> None:
+    """Refuse, before Ray starts, when wandb is missing."""
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        raise ConfigError("--wandb needs wandb: pip install -e '.[wandb]' (WANDB_MODE=offline works without an account)") from None
+
+
+class WandbTrialLogger(WandbLoggerCallback):
+    """Tune's W&B callback, one run per trial in the sweep's group, named by its cell, with the full config."""
+
+    def __init__(self, sweep: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sweep = sweep
+
+    def _start_logging_actor(self, trial: Any, exclude_results: list[str], **init_kwargs: Any) -> None:
+        spec = SweepSpec.from_dict(self.sweep)
+        cell = _cell(spec, trial)
+        init_kwargs["config"] = trial_params(spec, cell)
+        init_kwargs["name"] = cell_label(cell)
+        super()._start_logging_actor(trial, exclude_results + sorted(TUNE_KEYS - {"training_iteration"}), **init_kwargs)
+
+
+def wandb_callback(spec: SweepSpec, project: str, experiment_dir: Path) -> WandbTrialLogger:
+    """The W&B callback of a sweep, writing under ``<experiment>/.rankcse/wandb`` (WANDB_MODE is passed on to the logging actor)."""
+    folder = experiment_dir / ".rankcse"
+    folder.mkdir(parents=True, exist_ok=True)
+    extra = {"mode": os.environ["WANDB_MODE"]} if os.environ.get("WANDB_MODE") else {}
+    return WandbTrialLogger(spec.to_dict(), project=project, group=spec.name, dir=str(folder), **extra)
+
+
+def wandb_summary(project: str, spec: SweepSpec, experiment_dir: Path, output: Path) -> None:
+    """A summary run in the sweep's group: the trials and summary tables, and the report, tables and figures as an artifact."""
+    import pandas as pd
+    import wandb
+
+    folder = experiment_dir / ".rankcse"
+    run = wandb.init(project=project, group=spec.name, name=f"{spec.name} (sweep)", job_type="sweep-summary", dir=str(folder),
+                     config={f"grid.{k}": v for k, v in spec.axes().items()}, reinit="finish_previous")
+    try:
+        for name in ("trials", "summary"):
+            path = output / f"{name}.parquet"
+            if path.is_file():
+                frame = pd.read_parquet(path).astype(object)
+                frame = frame.where(frame.notna(), None)  # W&B tables take None, not pandas' NA
+                frame = frame.map(lambda v: v if v is None or isinstance(v, bool | int | float | str) else str(v))
+                run.log({f"{name}_table": wandb.Table(dataframe=frame)})
+        if output.is_dir():
+            artifact = wandb.Artifact(f"{spec.name}-results", type="sweep-results")
+            artifact.add_dir(str(output))
+            run.log_artifact(artifact)
+    finally:
+        run.finish()
+
+
+# -- the sweep's view --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Trackers:
+    """The trackers a sweep logs to, and the state its summary needs (kept in the experiment folder for ``--resume``)."""
+
+    mlflow: dict[str, str] | None = None
+    wandb_project: str | None = None
+
+    @classmethod
+    def start(cls, spec: SweepSpec, experiment_dir: Path, mlflow_uri: str | None, wandb_project: str | None) -> Trackers:
+        """Check the extras, create the MLflow parent run and remember both (or read them back on resume)."""
+        path = experiment_dir / ".rankcse" / STATE_FILE
+        if mlflow_uri is None and wandb_project is None and path.is_file():
+            saved = json.loads(path.read_text())  # --resume: the trackers the sweep started with
+            mlflow_uri = (saved.get("mlflow") or {}).get("uri")
+            wandb_project = saved.get("wandb_project")
+        if mlflow_uri:
+            check_mlflow(mlflow_uri)
+        if wandb_project:
+            check_wandb()
+        trackers = cls(wandb_project=wandb_project)
+        if mlflow_uri:
+            saved = json.loads(path.read_text()) if path.is_file() else {}
+            trackers.mlflow = saved.get("mlflow") if (saved.get("mlflow") or {}).get("uri") == mlflow_uri else None
+            trackers.mlflow = trackers.mlflow or mlflow_parent_run(mlflow_uri, spec.name, spec)
+        if trackers.mlflow or wandb_project:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"mlflow": trackers.mlflow, "wandb_project": wandb_project}, indent=2))
+        return trackers
+
+    def callbacks(self, spec: SweepSpec, experiment_dir: Path) -> list[Any]:
+        """Tune logger callbacks for the trackers in use."""
+        out = []
+        if self.mlflow:
+            out.append(mlflow_callback(spec, self.mlflow))
+        if self.wandb_project:
+            out.append(wandb_callback(spec, self.wandb_project, experiment_dir))
+        return out
+
+    def publish(self, spec: SweepSpec, experiment_dir: Path, output: Path, ok: bool) -> list[str]:
+        """Attach the aggregated results to the parent/summary runs; returns one line per tracker for the terminal."""
+        lines = []
+        if self.mlflow:
+            m = self.mlflow
+            try:
+                mlflow_summary(m, output, "FINISHED" if ok else "FAILED")
+                lines.append(f"mlflow: experiment {m['experiment']!r} at {m['uri']}, parent run {m['parent_run_id']}")
+            except Exception as exc:  # noqa: BLE001  (the sweep's results stand; the tracker's summary is extra)
+                lines.append(f"mlflow: the sweep's parent run was not completed ({type(exc).__name__}: {exc})")
+        if self.wandb_project:
+            try:
+                wandb_summary(self.wandb_project, spec, experiment_dir, output)
+                where = experiment_dir / ".rankcse" / "wandb"
+                lines.append(f"wandb: project {self.wandb_project!r}, group {spec.name!r} (runs under {where})")
+            except Exception as exc:  # noqa: BLE001
+                lines.append(f"wandb: the sweep's summary run was not written ({type(exc).__name__}: {exc})")
+        return lines
