@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import tiny_config
+from support import tiny_config
 from sentence_transformers import SentenceTransformer
 
 from rankcse import checkpoint as ckpt
