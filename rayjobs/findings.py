@@ -298,6 +298,19 @@ def _rank_std_rows(claim: Claim, data: _Trials, metric: str, rng: np.random.Gene
     ]
 
 
+def _never_switched(steps: pd.DataFrame, phase_aware: pd.DataFrame) -> str:
+    """The reason the phase-aware rows say nothing when no after_peak trial ever switched RR on ("" otherwise)."""
+    if not len(phase_aware) or "rr/switch_step" not in steps.columns:
+        return ""
+    ids = set(phase_aware["trial_id"])
+    if steps.loc[steps["trial_id"].isin(ids), "rr/switch_step"].notna().any():
+        return ""
+    return (
+        f"RR never switched on in the {len(ids)} {PHASE_AWARE} trials (the online detector saw no rank peak "
+        "within the run), so they trained without RR; run longer or lower peak_patience / peak_drop"
+    )
+
+
 def compute_findings(
     steps: pd.DataFrame, trials: pd.DataFrame, axes: Sequence[str] = (), window: int = 3, n_boot: int = N_BOOT, seed: int = 0
 ) -> pd.DataFrame:
@@ -307,6 +320,7 @@ def compute_findings(
     off, paper_rr, phase_aware = data.select(rr=False), data.select(PAPER_RR, rr=True), data.select(PHASE_AWARE, rr=True)
     no_paper_rr = "" if len(paper_rr) else f"no completed trials with RR on ({PAPER_RR} schedule)"
     no_phase_aware = "" if len(phase_aware) else f"no completed trials with the {PHASE_AWARE} schedule"
+    no_phase_aware = no_phase_aware or _never_switched(steps, phase_aware)
     strata, coef_strata = data.stratum_keys, [*data.stratum_keys, "rr_coef"]
     rows: list[dict[str, Any]] = []
     c = CLAIMS

@@ -178,3 +178,14 @@ def test_committed_reference_findings_follow_from_the_committed_tables(path: Pat
 
 def test_reference_sweeps_are_committed():
     assert {p.parent.name for p in REFERENCE} >= {"demo", "study"}
+
+
+def test_after_peak_trials_that_never_switched_rr_on_say_so():
+    conditions = {("simcse", 0.0, "always"): [0.75, 0.76, 0.74], ("simcse", 0.1, "after_peak"): [0.75, 0.76, 0.74]}
+    steps, trials = build(conditions)
+    steps["rr/switch_step"] = np.nan  # the online detector never fired
+    never = row(compute_findings(steps, trials, n_boot=200), "P1")
+    assert never["verdict"] == NOT_ENOUGH and "never switched on in the 3 after_peak trials" in never["reason"]
+    steps.loc[steps["rr_schedule"] == "after_peak", "rr/switch_step"] = 100.0
+    switched = row(compute_findings(steps, trials, n_boot=200), "P1")
+    assert "never switched" not in str(switched["reason"])
