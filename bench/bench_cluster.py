@@ -42,15 +42,42 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=2, help="seeds per RR coefficient (2 coefficients): 2 -> 4 trials")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rtbc", dir="/tmp"))
-    env = {**os.environ, local_cluster.DIR_ENV: str(work / "lc"), "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
-           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        local_cluster.DIR_ENV: str(work / "lc"),
+        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        "PYTHONUNBUFFERED": "1",
+    }
     env.pop("RAY_ADDRESS", None)
     os.environ[local_cluster.DIR_ENV] = env[local_cluster.DIR_ENV]
     model = tiny_model(work / "tiny")
-    common = ["--preset", "smoke", "--model", model, "--methods", "simcse", "--rr-coefs", "0", "0.1", "--num-seeds", str(args.seeds),
-              "--max-steps", str(args.steps), "--eval-every", str(max(1, args.steps // 4)), "--set", "probe_size=64",
-              "--set", "final_tasks=[stsb]",
-              "--set", "batch_size=8", "--storage-path", str(work / "ray"), "--no-aggregate"]
+    common = [
+        "--preset",
+        "smoke",
+        "--model",
+        model,
+        "--methods",
+        "simcse",
+        "--rr-coefs",
+        "0",
+        "0.1",
+        "--num-seeds",
+        str(args.seeds),
+        "--max-steps",
+        str(args.steps),
+        "--eval-every",
+        str(max(1, args.steps // 4)),
+        "--set",
+        "probe_size=64",
+        "--set",
+        "final_tasks=[stsb]",
+        "--set",
+        "batch_size=8",
+        "--storage-path",
+        str(work / "ray"),
+        "--no-aggregate",
+    ]
     sweep = [sys.executable, str(ROOT / "rayjobs" / "sweep.py")]
     rows: list[tuple[str, float]] = []
     try:
@@ -59,9 +86,13 @@ def main() -> None:
         rows.append(("up (head node ready)", time.monotonic() - t0))
         state = json.loads((work / "lc" / local_cluster.STATE_FILE).read_text())
         start = time.monotonic()
-        driver = subprocess.Popen([*sweep, *common, "--name", "cluster", "--address", state["address"], "--gpus-per-trial", "0.5",
-                                   "--allow-cpu-on-gpu"],
-                                  env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        driver = subprocess.Popen(
+            [*sweep, *common, "--name", "cluster", "--address", state["address"], "--gpus-per-trial", "0.5", "--allow-cpu-on-gpu"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         marks: dict[str, float] = {}
         while driver.poll() is None:
             now = time.monotonic() - t0

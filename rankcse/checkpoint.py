@@ -35,8 +35,6 @@ COMPLETE = ".complete"
 log = logging.getLogger(__name__)
 
 
-
-
 @contextlib.contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a scratch folder; on success it replaces ``path`` (the old copy is kept until the swap is done)."""
@@ -74,7 +72,9 @@ def save_model(method: torch.nn.Module, folder: Path, meta: dict[str, Any], prov
     with quiet_transformers():
         encoder.backbone.save_pretrained(folder)
         encoder.tokenizer.save_pretrained(folder)
-    tensors = {f"{name}.{k}": v.detach().cpu().contiguous() for name, mod in method.eval_modules().items() for k, v in mod.state_dict().items()}
+    tensors = {
+        f"{name}.{k}": v.detach().cpu().contiguous() for name, mod in method.eval_modules().items() for k, v in mod.state_dict().items()
+    }
     if tensors:
         save_file(tensors, str(folder / MODULES_FILE))
     write_json_atomic(folder / META_FILE, {"format": FORMAT_VERSION, **meta})
@@ -122,8 +122,16 @@ def load_eval_modules(method: torch.nn.Module, folder: Path) -> None:
 # -- resume state -----------------------------------------------------------------------------------
 
 
-def save_resume(target: Path, progress: dict[str, Any], method: Any, optimizer: torch.optim.Optimizer, scheduler: Any,
-                scaler: torch.amp.GradScaler, provenance: dict[str, Any], config: dict[str, Any]) -> Path:
+def save_resume(
+    target: Path,
+    progress: dict[str, Any],
+    method: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    provenance: dict[str, Any],
+    config: dict[str, Any],
+) -> Path:
     """Write everything a run needs to continue (model, optimizer, scheduler, scaler, RNG, method state) to ``target``."""
     state = {
         **progress,
@@ -149,9 +157,11 @@ def load_resume(folder: Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise DataError(f"resume state {path} cannot be read safely (it holds objects other than tensors and plain values); "
-                        "start the run again with --overwrite") from None
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a cut or foreign file
+        raise DataError(
+            f"resume state {path} cannot be read safely (it holds objects other than tensors and plain values); "
+            "start the run again with --overwrite"
+        ) from None
+    except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise DataError(f"resume state {path} cannot be read ({type(exc).__name__}: {first}); start again with --overwrite") from None
     if not isinstance(data, dict) or "step" not in data:
@@ -159,7 +169,9 @@ def load_resume(folder: Path) -> dict[str, Any]:
     return data
 
 
-def restore_training(data: dict[str, Any], method: Any, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler) -> None:
+def restore_training(
+    data: dict[str, Any], method: Any, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler
+) -> None:
     """Put a loaded resume state back into the training objects and the RNGs."""
     method.load_state_dict(data["method"])
     method.load_extra_state(data["method_extra"])

@@ -51,12 +51,29 @@ TRAIN_FLAGS: dict[str, tuple[str, type, str]] = {
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train one run", description="Train one run; writes metrics.jsonl, final.json and the best checkpoint to --output-dir.")
+    p = sub.add_parser(
+        "train",
+        help="train one run",
+        description="Train one run; writes metrics.jsonl, final.json and the best checkpoint to --output-dir.",
+    )
     for flag, (dest, typ, help_text) in TRAIN_FLAGS.items():
         p.add_argument(flag, dest=dest, type=typ, default=None, help=help_text)
-    p.add_argument("--final-tasks", nargs="*", default=None, metavar="TASK", help=f"test tasks after training (default: all of {' '.join(STS_TASKS)}; none to skip)")
+    p.add_argument(
+        "--final-tasks",
+        nargs="*",
+        default=None,
+        metavar="TASK",
+        help=f"test tasks after training (default: all of {' '.join(STS_TASKS)}; none to skip)",
+    )
     p.add_argument("--config", type=Path, help="YAML file of settings (flags override it)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="any setting, e.g. --set method_args.dup_rate=0.3 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any setting, e.g. --set method_args.dup_rate=0.3 (repeatable)",
+    )
     p.add_argument("--output-dir", type=Path, help="where results go (default: runs/<method>-rr<coef>-seed<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --output-dir")
@@ -65,8 +82,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="STS evaluation of a model or checkpoint", description="SentEval-compatible STS evaluation (cosine, Spearman; STS12-16 'all', STS-B and SICK-R test).")
-    p.add_argument("--model", default="default", help="checkpoint folder, Hugging Face model folder or name (default: packaged all-MiniLM-L6-v2)")
+    p = sub.add_parser(
+        "eval",
+        help="STS evaluation of a model or checkpoint",
+        description="SentEval-compatible STS evaluation (cosine, Spearman; STS12-16 'all', STS-B and SICK-R test).",
+    )
+    p.add_argument(
+        "--model", default="default", help="checkpoint folder, Hugging Face model folder or name (default: packaged all-MiniLM-L6-v2)"
+    )
     p.add_argument("--pooler", default=None, help="cls | cls_before_pooler | mean (default: the checkpoint's, or cls_before_pooler)")
     p.add_argument("--tasks", nargs="+", default=list(STS_TASKS), metavar="TASK", help=f"tasks (default: {' '.join(STS_TASKS)})")
     p.add_argument("--split", default="test", choices=("train", "dev", "test"), help="split of STS-B and SICK-R")
@@ -94,7 +117,9 @@ def _add_plugin_commands(sub: argparse._SubParsersAction) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``rankcse`` argument parser."""
-    parser = argparse.ArgumentParser(prog="rankcse", description="Representation-rank analysis of contrastive sentence-embedding fine-tuning.")
+    parser = argparse.ArgumentParser(
+        prog="rankcse", description="Representation-rank analysis of contrastive sentence-embedding fine-tuning."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_eval(sub)
@@ -129,18 +154,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"best step {result.best_step}: stsb_dev {100 * (result.best_stsb_dev or float('nan')):.2f}")
     if final.get("no_improvement"):
         start = 100 * (final.get("pretrained_stsb_dev") or float("nan"))
-        print(f"no improvement: no trained evaluation beat the pre-trained model (stsb_dev {start:.2f} at step 0); "
-              "the test scores are of a worse model")
+        print(
+            f"no improvement: no trained evaluation beat the pre-trained model (stsb_dev {start:.2f} at step 0); "
+            "the test scores are of a worse model"
+        )
     scores = {k: final[k] for k in STS_TASKS if k in final}
     if scores:
         print(f"test: {format_scores(scores, final.get('avg'))}")
-    print(f"results: {result.output_dir}/metrics.jsonl (per evaluation), {result.output_dir}/final.json (test scores), {result.output_dir}/best (checkpoint)")
+    print(
+        f"results: {result.output_dir}/metrics.jsonl (per evaluation), "
+        f"{result.output_dir}/final.json (test scores), {result.output_dir}/best (checkpoint)"
+    )
     return 0
 
 
 def format_table(scores: dict[str, float], avg: float) -> str:
     """SimCSE-style table of scores ×100."""
-    names = {"sts12": "STS12", "sts13": "STS13", "sts14": "STS14", "sts15": "STS15", "sts16": "STS16", "stsb": "STSBenchmark", "sickr": "SICKRelatedness"}
+    names = {
+        "sts12": "STS12",
+        "sts13": "STS13",
+        "sts14": "STS14",
+        "sts15": "STS15",
+        "sts16": "STS16",
+        "stsb": "STSBenchmark",
+        "sickr": "SICKRelatedness",
+    }
     header = [names.get(k, k) for k in scores] + ["Avg."]
     row = [f"{100 * v:.2f}" for v in scores.values()] + [f"{100 * avg:.2f}"]
     widths = [max(len(h), len(r)) for h, r in zip(header, row)]
@@ -158,7 +196,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     method = load_for_eval(args.model, args.pooler).to(pick_device(args.device))
     result = evaluate_sts(lambda s: method.embed(s, args.batch_size), args.tasks, args.data_dir, args.split)
     if args.json:
-        payload: dict[str, Any] = {**result["scores"], "avg": result["avg"], "model": args.model, "representation": method.eval_representation, "split": args.split}
+        payload: dict[str, Any] = {
+            **result["scores"],
+            "avg": result["avg"],
+            "model": args.model,
+            "representation": method.eval_representation,
+            "split": args.split,
+        }
         if args.details:
             payload["details"] = result["tasks"]
         print(json.dumps(payload, sort_keys=False))
@@ -176,7 +220,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet = getattr(args, "quiet", False) or getattr(args, "json", False)
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(asctime)s %(levelname).1s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname).1s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
     handler = COMMANDS[args.command]
     try:
         return handler(args)
@@ -185,8 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return getattr(exc, "exit_status", 2)
     except OSError as exc:  # a file that could not be written or read mid-run (disk full, permissions, file-size limit)
         where = f" {exc.filename}" if exc.filename else ""
-        print(f"rankcse: error: could not access{where} ({exc.strerror or exc}); free space or fix the permissions, then --resume",
-              file=sys.stderr)
+        print(
+            f"rankcse: error: could not access{where} ({exc.strerror or exc}); free space or fix the permissions, then --resume",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("rankcse: interrupted", file=sys.stderr)

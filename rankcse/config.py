@@ -156,14 +156,20 @@ class TrainConfig:
 
         need(self.pooler in POOLERS, f"unknown pooler {self.pooler!r}: use one of {', '.join(POOLERS)}")
         allowed = getattr(method, "poolers", None)
-        need(allowed is None or self.pooler in allowed, f"method {self.method!r} trains with pooler {' or '.join(allowed or ())}, not {self.pooler!r}")
+        need(
+            allowed is None or self.pooler in allowed,
+            f"method {self.method!r} trains with pooler {' or '.join(allowed or ())}, not {self.pooler!r}",
+        )
         need(_finite(self.rr_coef) and self.rr_coef >= 0, f"rr_coef must be >= 0 (0 turns RR off), got {self.rr_coef}")
         need(self.rr_kind in RR_KINDS, f"unknown rr_kind {self.rr_kind!r}: use one of {', '.join(RR_KINDS)}")
         need(self.rr_on in RR_TARGETS, f"unknown rr_on {self.rr_on!r}: use one of {', '.join(RR_TARGETS)}")
         RRSchedule.parse(self.rr_schedule)
         need(self.max_len >= 4, f"max_len must be at least 4 tokens, got {self.max_len}")
         need(self.batch_size is not None and self.batch_size >= 2, f"batch_size must be >= 2 (in-batch negatives), got {self.batch_size}")
-        need(self.learning_rate is not None and _finite(self.learning_rate) and self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        need(
+            self.learning_rate is not None and _finite(self.learning_rate) and self.learning_rate > 0,
+            f"learning_rate must be > 0, got {self.learning_rate}",
+        )
         need(self.epochs is not None and self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         need(self.max_steps is None or self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
         need(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
@@ -173,18 +179,26 @@ class TrainConfig:
         need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         need(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
         need(self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}")
-        need(self.rank_normalize in NORMALIZATIONS, f"unknown rank_normalize {self.rank_normalize!r}: use one of {', '.join(NORMALIZATIONS)}")
+        need(
+            self.rank_normalize in NORMALIZATIONS, f"unknown rank_normalize {self.rank_normalize!r}: use one of {', '.join(NORMALIZATIONS)}"
+        )
         need(self.phase_metric in PROBE_METRICS, f"unknown phase_metric {self.phase_metric!r}: use one of {', '.join(PROBE_METRICS)}")
         bad = [t for t in self.final_tasks if t not in STS_TASKS]
         need(not bad, f"unknown final task {bad[0] if bad else ''!r}: use any of {', '.join(STS_TASKS)}")
         need(self.precision in PRECISIONS, f"unknown precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
-        need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), f"unknown device {self.device!r}: use auto, cpu, cuda or cuda:N")
+        need(
+            self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+            f"unknown device {self.device!r}: use auto, cpu, cuda or cuda:N",
+        )
         need(self.peak_patience >= 1 and 0 < self.peak_drop < 1, "peak_patience must be >= 1 and peak_drop in (0, 1)")
         need(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
         need(self.checkpoint_every_evals >= 0, "checkpoint_every_evals must be >= 0 (0 = no resume checkpoints)")
         need(not (self.train_file and self.train_dataset), "give either train_file or train_dataset, not both")
         need(self.max_train_sentences is None or self.max_train_sentences >= 2, "max_train_sentences must be >= 2")
-        need(self.probing_every_evals >= 0, f"probing_every_evals must be >= 0 (0 = probe only the final checkpoint), got {self.probing_every_evals}")
+        need(
+            self.probing_every_evals >= 0,
+            f"probing_every_evals must be >= 0 (0 = probe only the final checkpoint), got {self.probing_every_evals}",
+        )
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:

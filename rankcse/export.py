@@ -58,7 +58,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = export(args.checkpoint, args.out, args.overwrite)
     flag = ", trust_remote_code=True" if needs_custom_module(out) else ""
     print(f"exported: {out}")
-    print(f'load it: python -c "from sentence_transformers import SentenceTransformer; m = SentenceTransformer(\'{out}\'{flag})"')
+    print(f"load it: python -c \"from sentence_transformers import SentenceTransformer; m = SentenceTransformer('{out}'{flag})\"")
     return 0
 
 

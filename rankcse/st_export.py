@@ -62,12 +62,15 @@ def _pooling_config(dim: int, mode: str) -> dict[str, Any]:
 def _write_dense(folder: Path, head: torch.nn.Module) -> None:
     """The MLP head as a ``Dense`` module (``linear`` weights, tanh)."""
     linear = head.dense
-    _write_json(folder / "config.json", {
-        "in_features": linear.in_features,
-        "out_features": linear.out_features,
-        "bias": linear.bias is not None,
-        "activation_function": "torch.nn.modules.activation.Tanh",
-    })
+    _write_json(
+        folder / "config.json",
+        {
+            "in_features": linear.in_features,
+            "out_features": linear.out_features,
+            "bias": linear.bias is not None,
+            "activation_function": "torch.nn.modules.activation.Tanh",
+        },
+    )
     tensors = {"linear.weight": linear.weight.detach().cpu().contiguous()}
     if linear.bias is not None:
         tensors["linear.bias"] = linear.bias.detach().cpu().contiguous()
@@ -93,14 +96,16 @@ def write_sentence_transformers(method: torch.nn.Module, folder: Path) -> list[d
     if spec.get("kind") == "prompt_mask":
         template = method.templates[0]
         modules[0]["type"] = PROMPT_CLASS
-        sbert.update({
-            "template_prefix": list(template.prefix),
-            "template_suffix": list(template.suffix),
-            "mask_in_prefix": template.mask_in_prefix,
-            "mask_in_suffix": template.mask_in_suffix,
-            "add_period": bool(spec["add_period"]),
-            "denoise": bool(spec["denoise"]),
-        })
+        sbert.update(
+            {
+                "template_prefix": list(template.prefix),
+                "template_suffix": list(template.suffix),
+                "mask_in_prefix": template.mask_in_prefix,
+                "mask_in_suffix": template.mask_in_suffix,
+                "add_period": bool(spec["add_period"]),
+                "denoise": bool(spec["denoise"]),
+            }
+        )
         use_head, mode = bool(spec["mlp"]), None
     else:
         mode = "mean" if spec["pooler"] == "mean" else "cls"
@@ -115,12 +120,15 @@ def write_sentence_transformers(method: torch.nn.Module, folder: Path) -> list[d
         modules.append({"idx": len(modules), "name": str(len(modules)), "path": "2_Dense", "type": DENSE_CLASS})
     _write_json(folder / "modules.json", modules)
     _write_json(folder / "sentence_bert_config.json", sbert)
-    _write_json(folder / "config_sentence_transformers.json", {
-        "__version__": {"rankcse": _version("rankcse"), "transformers": _version("transformers"), "pytorch": torch.__version__},
-        "prompts": {},
-        "default_prompt_name": None,
-        "similarity_fn_name": "cosine",
-    })
+    _write_json(
+        folder / "config_sentence_transformers.json",
+        {
+            "__version__": {"rankcse": _version("rankcse"), "transformers": _version("transformers"), "pytorch": torch.__version__},
+            "prompts": {},
+            "default_prompt_name": None,
+            "similarity_fn_name": "cosine",
+        },
+    )
     return modules
 
 

@@ -58,7 +58,16 @@ Reporter = Callable[[dict[str, Any], "Path | None"], None]
 
 RUN_FILES = (METRICS_FILE, STEP_LOG_FILE, FINAL_FILE, ERROR_FILE, CONFIG_FILE, PROVENANCE_FILE, "best", "last")
 #: Settings that may differ when a run is resumed (they do not change what is computed).
-RESUME_MAY_CHANGE = {"log_every", "num_threads", "device", "eval_batch_size", "final_tasks", "checkpoint_every_evals", "data_dir", "train_file"}
+RESUME_MAY_CHANGE = {
+    "log_every",
+    "num_threads",
+    "device",
+    "eval_batch_size",
+    "final_tasks",
+    "checkpoint_every_evals",
+    "data_dir",
+    "train_file",
+}
 RESUME_MAY_CHANGE |= {"probing_tasks", "probing_every_evals", "probing_data_dir", "probing_corpus", "transfer_tasks"}  # measurements only
 
 
@@ -91,8 +100,13 @@ class _State:
     def progress(self) -> dict[str, Any]:
         """The state as plain values (saved in the resume checkpoint)."""
         return {
-            "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "best_value": self.best_value,
-            "best_step": self.best_step, "rr_switch_step": self.rr_switch_step, "detector": self.detector.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "best_value": self.best_value,
+            "best_step": self.best_step,
+            "rr_switch_step": self.rr_switch_step,
+            "detector": self.detector.state_dict(),
             "train_seconds": self.train_seconds,
         }
 
@@ -136,8 +150,16 @@ class _Progress:
     def log(self, step: int, means: dict[str, float]) -> None:
         rate = (step - self.step) / max(1e-9, time.perf_counter() - self.tick)
         eta = (self.total - step) / max(rate, 1e-9)
-        log.info("step %d/%d | loss %.4f | rr %.4f | batch erank %.1f | %.2f steps/s | eta %s", step, self.total, means.get("loss/total", float("nan")),
-                 means.get("loss/rr", 0.0), means.get("batch/erank_vne", float("nan")), rate, _fmt_seconds(eta))
+        log.info(
+            "step %d/%d | loss %.4f | rr %.4f | batch erank %.1f | %.2f steps/s | eta %s",
+            step,
+            self.total,
+            means.get("loss/total", float("nan")),
+            means.get("loss/rr", 0.0),
+            means.get("batch/erank_vne", float("nan")),
+            rate,
+            _fmt_seconds(eta),
+        )
         self.restart(step)
 
 
@@ -244,7 +266,9 @@ def _clean(record: dict[str, Any]) -> dict[str, Any]:
 class Trainer:
     """One training run; use :func:`run` unless you need the pieces."""
 
-    def __init__(self, cfg: TrainConfig, output_dir: str | Path, report: Reporter | None = None, resume: bool = False, overwrite: bool = False) -> None:
+    def __init__(
+        self, cfg: TrainConfig, output_dir: str | Path, report: Reporter | None = None, resume: bool = False, overwrite: bool = False
+    ) -> None:
         self.cfg = cfg = cfg.resolved()
         self.out = Path(output_dir).expanduser().resolve()
         self.report = report
@@ -259,7 +283,11 @@ class Trainer:
         self.schedule = RRSchedule.parse(cfg.rr_schedule)
         # Everything that can fail on bad input happens before the output folder is touched.
         self.evaluator = StepEvaluator(cfg.data_dir, cfg.probe_size, cfg.rank_normalize)
-        self.prober = TrainingProbe(cfg.probing_tasks, cfg.probing_every_evals, cfg.eval_every, cfg.probing_data_dir, cfg.probing_corpus) if cfg.probing_tasks else None
+        self.prober = (
+            TrainingProbe(cfg.probing_tasks, cfg.probing_every_evals, cfg.eval_every, cfg.probing_data_dir, cfg.probing_corpus)
+            if cfg.probing_tasks
+            else None
+        )
         check_transfer_data(cfg.transfer_tasks, cfg.data_dir)
         self.corpus: Corpus = load_corpus(cfg.train_file, cfg.train_dataset, cfg.max_train_sentences)
         self.per_epoch = batches_per_epoch(len(self.corpus), cfg.batch_size)
@@ -279,7 +307,9 @@ class Trainer:
             clear_run_files(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
         if resume and resume_from is None and clear:
-            log.warning("--resume: %s holds no whole resume checkpoint (the run stopped before its first one); starting again from step 0", self.out)
+            log.warning(
+                "--resume: %s holds no whole resume checkpoint (the run stopped before its first one); starting again from step 0", self.out
+            )
         if resume_from is not None:
             self._load_resume(resume_from)
         else:
@@ -298,7 +328,13 @@ class Trainer:
         self.provenance = provenance.collect(
             seed=self.cfg.seed,
             model=self.method.encoder.backbone.name_or_path,
-            corpus={"source": corpus.source, "sha256": corpus.sha256, "sentences": len(corpus), "skipped_undecodable": corpus.skipped_undecodable, "skipped_blank": corpus.skipped_blank},
+            corpus={
+                "source": corpus.source,
+                "sha256": corpus.sha256,
+                "sentences": len(corpus),
+                "skipped_undecodable": corpus.skipped_undecodable,
+                "skipped_blank": corpus.skipped_blank,
+            },
             device=str(self.device),
             amp=str(self.amp_dtype) if self.amp_dtype else None,
         )
@@ -325,7 +361,9 @@ class Trainer:
     def _save_resume(self) -> Path:
         target = self.out / "last"
         try:
-            return ckpt.save_resume(target, self.state.progress(), self.method, self.optimizer, self.scheduler, self.scaler, self.provenance, self.cfg.to_dict())
+            return ckpt.save_resume(
+                target, self.state.progress(), self.method, self.optimizer, self.scheduler, self.scaler, self.provenance, self.cfg.to_dict()
+            )
         except (OSError, RuntimeError) as exc:
             raise self._write_failed("resume checkpoint", target, exc) from None
 
@@ -338,17 +376,25 @@ class Trainer:
             kept = f"the last whole resume checkpoint {last} (step {step}) is intact and --resume continues from it"
         else:
             kept = "no resume checkpoint was written yet, so --resume would start again from step 0"
-        return CheckpointWriteError(f"could not write the {what} in {target} at step {self.state.step} ({why}); {kept}; free space or raise the limit")
+        return CheckpointWriteError(
+            f"could not write the {what} in {target} at step {self.state.step} ({why}); {kept}; free space or raise the limit"
+        )
 
     def _load_resume(self, folder: Path) -> None:
         data = ckpt.load_resume(folder)
         saved, now = data["config"], self.cfg.to_dict()
         changed = sorted(k for k in now if k not in RESUME_MAY_CHANGE and saved.get(k) != now[k])
         if changed:
-            raise ConfigError(f"cannot resume: setting {changed[0]!r} differs from the saved run ({saved.get(changed[0])!r}); use the same settings or --overwrite")
+            raise ConfigError(
+                f"cannot resume: setting {changed[0]!r} differs from the saved run "
+                f"({saved.get(changed[0])!r}); use the same settings or --overwrite"
+            )
         saved_corpus = data["provenance"].get("corpus", {}).get("sha256")
         if saved_corpus and self.corpus.sha256 and saved_corpus != self.corpus.sha256:
-            raise ConfigError(f"cannot resume: the training corpus {self.corpus.source} differs from the one the run started with; use the same corpus or --overwrite")
+            raise ConfigError(
+                f"cannot resume: the training corpus {self.corpus.source} differs from "
+                "the one the run started with; use the same corpus or --overwrite"
+            )
         ckpt.restore_training(data, self.method, self.optimizer, self.scheduler, self.scaler)
         self.state.restore(data)
         self.provenance = data["provenance"]
@@ -368,7 +414,11 @@ class Trainer:
         if self.prober is not None:  # linguistic probing every few evaluations (own seconds, not in eval_seconds)
             s = self.state
             values.update(self.prober(embed) if self.prober.due(s.step, s.step >= self.total_steps) else self.prober.empty_record())
-        collapsed = collapse_reason({"step": self.state.step, **self.window.means(), **values}, (self._start_record() or {}).get("probe/erank_vne"), self.cfg.batch_size)
+        collapsed = collapse_reason(
+            {"step": self.state.step, **self.window.means(), **values},
+            (self._start_record() or {}).get("probe/erank_vne"),
+            self.cfg.batch_size,
+        )
         self._track(values, collapsed)
         record = self._record(values, eval_seconds)
         if collapsed:
@@ -379,14 +429,17 @@ class Trainer:
         if collapsed:
             s = self.state
             kept = f"best/ keeps step {s.best_step}" if s.best_step is not None else "no model was kept"
-            message = (f"representation collapsed at step {s.step} ({collapsed}); training stopped, {kept}; "
-                       f"final.json records the collapse; lower --learning-rate (now {self.cfg.learning_rate:g})")
+            message = (
+                f"representation collapsed at step {s.step} ({collapsed}); training stopped, {kept}; "
+                f"final.json records the collapse; lower --learning-rate (now {self.cfg.learning_rate:g})"
+            )
             raise TrainingCollapsed(s.step, message, collapsed)
         self._log_eval(values, eval_seconds)
         return record
 
     def _track(self, values: dict[str, Any], collapsed: str | None = None) -> None:
-        """Keep the best checkpoint by STS-B dev (never a collapsed model) and feed the rank to the peak detector (the after-peak RR switch)."""
+        """Keep the best checkpoint by STS-B dev (never a collapsed model) and feed the rank to the peak detector (the
+        after-peak RR switch)."""
         s, cfg = self.state, self.cfg
         if s.step > 0 and not collapsed and values[PRIMARY_METRIC] > s.best_value:
             s.best_value, s.best_step = values[PRIMARY_METRIC], s.step
@@ -442,15 +495,24 @@ class Trainer:
     def _record_collapse(self, exc: TrainingCollapsed) -> None:
         """Write final.json (no test scores: there is no model worth testing) and error.json for a collapsed run."""
         write_json_atomic(self.out / ERROR_FILE, {"step": exc.step, "error": str(exc), "kind": "collapsed"})
-        write_json_atomic(self.out / FINAL_FILE, {**self._summary(), "collapsed": True, "collapse": {"step": exc.step, "reason": exc.reason}})
+        write_json_atomic(
+            self.out / FINAL_FILE, {**self._summary(), "collapsed": True, "collapse": {"step": exc.step, "reason": exc.reason}}
+        )
 
     def _log_eval(self, values: dict[str, Any], eval_seconds: float) -> None:
         s = self.state
         best = f"{100 * s.best_value:.2f}@{s.best_step}" if s.best_step is not None else "-"
         log.info(
             "eval step %d/%d | stsb_dev %.2f | erank %.1f | energy99 %d | align %.3f unif %.3f | best %s | %.1fs",
-            s.step, self.total_steps, 100 * values[PRIMARY_METRIC], values["probe/erank_vne"], values["probe/energy_rank_99"],
-            values["alignment"], values["uniformity"], best, eval_seconds,
+            s.step,
+            self.total_steps,
+            100 * values[PRIMARY_METRIC],
+            values["probe/erank_vne"],
+            values["probe/energy_rank_99"],
+            values["alignment"],
+            values["uniformity"],
+            best,
+            eval_seconds,
         )
 
     def _after_eval(self, record: dict[str, Any], evals_done: int) -> None:
@@ -482,7 +544,11 @@ class Trainer:
         total = output.loss.float() + rr_term.to(torch.float32)
         total_value = float(total.detach())
         if not math.isfinite(total_value):
-            raise TrainingDiverged(s.step + 1, f"loss became {total_value} at step {s.step + 1}; the last good checkpoint is kept in {self.out}; lower --learning-rate or --rr-coef")
+            raise TrainingDiverged(
+                s.step + 1,
+                f"loss became {total_value} at step {s.step + 1}; the last good "
+                f"checkpoint is kept in {self.out}; lower --learning-rate or --rr-coef",
+            )
         self._optimizer_step(total)
         self.method.after_optimizer_step(batch, output)
         s.step += 1
@@ -522,15 +588,27 @@ class Trainer:
 
     def _result(self, final: dict[str, Any] | None) -> RunResult:
         s = self.state
-        return RunResult(self.out, s.step, s.best_step, s.best_value if math.isfinite(s.best_value) else None, final, s.detector.peak_step, self.records)
+        return RunResult(
+            self.out, s.step, s.best_step, s.best_value if math.isfinite(s.best_value) else None, final, s.detector.peak_step, self.records
+        )
 
     def run(self) -> RunResult:
         """Train to ``total_steps`` (from a resumed step if any), then run the final evaluation."""
         cfg, s = self.cfg, self.state
         log.info(
             "training %s on %s: %d steps (%d per epoch, batch %d, lr %g), rr_coef %g (%s), eval every %d, device %s%s -> %s",
-            cfg.method, cfg.model, self.total_steps, self.per_epoch, cfg.batch_size, cfg.learning_rate, cfg.rr_coef,
-            self.schedule, cfg.eval_every, self.device, f" ({self.amp_dtype})" if self.amp_dtype else "", self.out,
+            cfg.method,
+            cfg.model,
+            self.total_steps,
+            self.per_epoch,
+            cfg.batch_size,
+            cfg.learning_rate,
+            cfg.rr_coef,
+            self.schedule,
+            cfg.eval_every,
+            self.device,
+            f" ({self.amp_dtype})" if self.amp_dtype else "",
+            self.out,
         )
         if s.step >= self.total_steps and (self.out / FINAL_FILE).is_file():
             log.info("run in %s is already finished", self.out)
@@ -575,8 +653,11 @@ class Trainer:
         cfg, s = self.cfg, self.state
         result = self._summary()
         if result["no_improvement"]:
-            log.warning("no trained evaluation beat the pre-trained model on STS-B dev (%.2f at step 0); "
-                        "the test scores below are of a worse model", 100 * result[f"pretrained_{PRIMARY_METRIC}"])
+            log.warning(
+                "no trained evaluation beat the pre-trained model on STS-B dev (%.2f at step 0); "
+                "the test scores below are of a worse model",
+                100 * result[f"pretrained_{PRIMARY_METRIC}"],
+            )
         if cfg.final_tasks or self.prober is not None or cfg.transfer_tasks:
             best = ckpt.find_complete(self.out / "best") if cfg.save_best else None
             method = load_for_eval(str(best)).to(self.device) if best else self.method
@@ -632,6 +713,8 @@ def _fmt_seconds(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{sec:02d}s"
 
 
-def run(cfg: TrainConfig, output_dir: str | Path, report: Reporter | None = None, resume: bool = False, overwrite: bool = False) -> RunResult:
+def run(
+    cfg: TrainConfig, output_dir: str | Path, report: Reporter | None = None, resume: bool = False, overwrite: bool = False
+) -> RunResult:
     """Train one run and return its summary (see :class:`Trainer`)."""
     return Trainer(cfg, output_dir, report, resume, overwrite).run()

@@ -125,7 +125,15 @@ def trial_steps(trial: Trial, meta: dict[str, Any], rank_column: str, window: in
 
 def trial_row(trial: Trial, meta: dict[str, Any], quantities: dict[str, Any]) -> dict[str, Any]:
     """One row of the trials table."""
-    row: dict[str, Any] = {**meta, "path": trial.path, "layout": trial.layout, "status": trial.status, "error": trial.error, "attempts_failed": trial.attempts_failed, "device": trial.device}
+    row: dict[str, Any] = {
+        **meta,
+        "path": trial.path,
+        "layout": trial.layout,
+        "status": trial.status,
+        "error": trial.error,
+        "attempts_failed": trial.attempts_failed,
+        "device": trial.device,
+    }
     row.update(quantities)
     final = trial.final or {}
     row.update({k: final.get(k) for k in FINAL_SCORES})
@@ -179,12 +187,28 @@ def summarize(trials: pd.DataFrame, group_keys: list[str], rng: np.random.Genera
             extra.append({"baseline_n": np.nan, "baseline_mean": np.nan, "diff_vs_no_rr": np.nan, "welch_t": np.nan, "welch_p": np.nan})
             continue
         t, p = welch(r["_values"], ref["_values"])
-        extra.append({"baseline_n": float(ref["n"]), "baseline_mean": ref["mean"], "diff_vs_no_rr": r["mean"] - ref["mean"], "welch_t": t, "welch_p": p})
+        extra.append(
+            {
+                "baseline_n": float(ref["n"]),
+                "baseline_mean": ref["mean"],
+                "diff_vs_no_rr": r["mean"] - ref["mean"],
+                "welch_t": t,
+                "welch_p": p,
+            }
+        )
     summary = pd.concat([summary.drop(columns="_values"), pd.DataFrame(extra)], axis=1)
     return summary
 
 
-def correlations(steps: pd.DataFrame, trials: pd.DataFrame, summary: pd.DataFrame, group_keys: list[str], rank_columns: list[str], rng: np.random.Generator, n_boot: int) -> pd.DataFrame:
+def correlations(
+    steps: pd.DataFrame,
+    trials: pd.DataFrame,
+    summary: pd.DataFrame,
+    group_keys: list[str],
+    rank_columns: list[str],
+    rng: np.random.Generator,
+    n_boot: int,
+) -> pd.DataFrame:
     """Rank vs STS-B dev within each phase, and average rank vs seed std across conditions."""
     done_ids = set(trials.loc[trials["status"] == COMPLETED, "trial_id"])
     points = steps[steps["trial_id"].isin(done_ids)]
@@ -198,18 +222,50 @@ def correlations(steps: pd.DataFrame, trials: pd.DataFrame, summary: pd.DataFram
                 inside = frame[frame["phase"] == phase]
                 if inside.empty:
                     continue
-                base = {"analysis": "rank_vs_stsb_dev", "rank_metric": rank_col, "phase": float(phase), "score": "stsb_dev", "subset": subset}
-                rows.append({**base, "scope": "pooled", "method": "all", **correlate(inside[rank_col], inside["stsb_dev"], rng, inside["trial_id"].to_numpy(), n_boot)})
+                base = {
+                    "analysis": "rank_vs_stsb_dev",
+                    "rank_metric": rank_col,
+                    "phase": float(phase),
+                    "score": "stsb_dev",
+                    "subset": subset,
+                }
+                rows.append(
+                    {
+                        **base,
+                        "scope": "pooled",
+                        "method": "all",
+                        **correlate(inside[rank_col], inside["stsb_dev"], rng, inside["trial_id"].to_numpy(), n_boot),
+                    }
+                )
                 for method, part in inside.groupby("method", sort=True):
-                    rows.append({**base, "scope": "method", "method": method, **correlate(part[rank_col], part["stsb_dev"], rng, part["trial_id"].to_numpy(), n_boot)})
+                    rows.append(
+                        {
+                            **base,
+                            "scope": "method",
+                            "method": method,
+                            **correlate(part[rank_col], part["stsb_dev"], rng, part["trial_id"].to_numpy(), n_boot),
+                        }
+                    )
                 per_trial = [trial_correlation(p[rank_col], p["stsb_dev"]) for _, p in inside.groupby("trial_id", sort=True)]
                 pear = mean_of_correlations([r for r, _ in per_trial], rng, n_boot)
                 spear = mean_of_correlations([s for _, s in per_trial], rng, n_boot)
-                rows.append({
-                    **base, "scope": "within_trial", "method": "all", "n": int(len(inside)), "n_trials": pear["n"],
-                    "pearson_r": pear["mean"], "pearson_p": pear["p"], "pearson_ci_low": pear["ci_low"], "pearson_ci_high": pear["ci_high"],
-                    "spearman_rho": spear["mean"], "spearman_p": spear["p"], "spearman_ci_low": spear["ci_low"], "spearman_ci_high": spear["ci_high"],
-                })
+                rows.append(
+                    {
+                        **base,
+                        "scope": "within_trial",
+                        "method": "all",
+                        "n": int(len(inside)),
+                        "n_trials": pear["n"],
+                        "pearson_r": pear["mean"],
+                        "pearson_p": pear["p"],
+                        "pearson_ci_low": pear["ci_low"],
+                        "pearson_ci_high": pear["ci_high"],
+                        "spearman_rho": spear["mean"],
+                        "spearman_p": spear["p"],
+                        "spearman_ci_low": spear["ci_low"],
+                        "spearman_ci_high": spear["ci_high"],
+                    }
+                )
     if not summary.empty:
         keys = group_keys
         averages = {col: AVERAGE_OF.get(col, "avg_rank") for col in rank_columns}
@@ -220,10 +276,18 @@ def correlations(steps: pd.DataFrame, trials: pd.DataFrame, summary: pd.DataFram
                 joined = pd.concat([ranks.rename("x"), spread.rename("y")], axis=1, join="inner").dropna()
                 if joined.empty:
                     continue
-                rows.append({
-                    "analysis": "avg_rank_vs_seed_std", "rank_metric": rank_col, "phase": np.nan, "score": score, "scope": "groups",
-                    "method": "all", "subset": "all", **correlate(joined["x"], joined["y"], rng, None, n_boot),
-                })
+                rows.append(
+                    {
+                        "analysis": "avg_rank_vs_seed_std",
+                        "rank_metric": rank_col,
+                        "phase": np.nan,
+                        "score": score,
+                        "scope": "groups",
+                        "method": "all",
+                        "subset": "all",
+                        **correlate(joined["x"], joined["y"], rng, None, n_boot),
+                    }
+                )
     return pd.DataFrame(rows, columns=list(schema.CORRELATIONS))
 
 
@@ -264,12 +328,21 @@ def select_trials(trials: list[Trial], only: dict[str, list[str]]) -> list[Trial
     known = {k for t in trials for k in {**t.config, **t.axes}}
     unknown = sorted(set(only) - known)
     if unknown and any(t.status != CORRUPT for t in trials):
-        raise ConfigError(f"--only names {', '.join(unknown)}, which no trial has; its axes are {', '.join(sorted(known & {k for t in trials for k in t.axes}))}")
+        raise ConfigError(
+            f"--only names {', '.join(unknown)}, which no trial has; its axes are "
+            f"{', '.join(sorted(known & {k for t in trials for k in t.axes}))}"
+        )
     return [t for t in trials if t.status == CORRUPT or all(_matches({**t.config, **t.axes}.get(k), v) for k, v in only.items())]
 
 
-def build_tables(experiment_dir: Path, rank_metric: str = DEFAULT_PHASE_METRIC, window: int = 3, n_boot: int = N_BOOT, seed: int = 0,
-                 only: dict[str, list[str]] | None = None) -> tuple[dict[str, pd.DataFrame], list[Trial], list[str]]:
+def build_tables(
+    experiment_dir: Path,
+    rank_metric: str = DEFAULT_PHASE_METRIC,
+    window: int = 3,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    only: dict[str, list[str]] | None = None,
+) -> tuple[dict[str, pd.DataFrame], list[Trial], list[str]]:
     """Read the experiment and compute every table; return (tables, trials as read, extra grid axes)."""
     experiment_dir = Path(experiment_dir).expanduser().resolve()
     sweep = experiment_dir.name
@@ -278,8 +351,10 @@ def build_tables(experiment_dir: Path, rank_metric: str = DEFAULT_PHASE_METRIC, 
         raise DataError(f"no trial folders in {experiment_dir}; pass the folder a sweep or `rankcse train` runs wrote")
     if all(t.status == CORRUPT for t in trials):
         first = trials[0]
-        raise DataError(f"no readable trial in {experiment_dir}: {len(trials)} trial folder(s) skipped as unreadable "
-                        f"(first: {first.path}: {first.error})")
+        raise DataError(
+            f"no readable trial in {experiment_dir}: {len(trials)} trial folder(s) skipped as unreadable "
+            f"(first: {first.path}: {first.error})"
+        )
     trials = select_trials(trials, only or {})
     rank_column = f"probe/{rank_metric}"
     axes = sorted({k for t in trials for k in t.axes if k not in CORE_KEYS})
@@ -317,8 +392,16 @@ def build_tables(experiment_dir: Path, rank_metric: str = DEFAULT_PHASE_METRIC, 
     return tables, trials, axes
 
 
-def aggregate(experiment_dir: str | Path, output_dir: str | Path, rank_metric: str = DEFAULT_PHASE_METRIC, window: int = 3, n_boot: int = N_BOOT, seed: int = 0,
-              figures: bool = True, only: dict[str, list[str]] | None = None) -> Aggregated:
+def aggregate(
+    experiment_dir: str | Path,
+    output_dir: str | Path,
+    rank_metric: str = DEFAULT_PHASE_METRIC,
+    window: int = 3,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    figures: bool = True,
+    only: dict[str, list[str]] | None = None,
+) -> Aggregated:
     """Aggregate ``experiment_dir`` (the trials matching ``only``, if given) into ``output_dir`` (tables, figures, report.md)."""
     started = time.perf_counter()
     experiment_dir = Path(experiment_dir).expanduser().resolve()
@@ -334,8 +417,13 @@ def aggregate(experiment_dir: str | Path, output_dir: str | Path, rank_metric: s
     # How the findings were computed, so they can be recomputed from the steps and trials tables alone.
     findings_params = {"rankcse.findings": json.dumps({"window": window, "n_boot": n_boot, "seed": seed})}
     for name, frame in tables.items():
-        files[name] = schema.write_table(frame, output_dir / f"{name}.parquet", name, axes if name in ("steps", "trials", "summary") else (),
-                                         findings_params if name == "findings" else None)
+        files[name] = schema.write_table(
+            frame,
+            output_dir / f"{name}.parquet",
+            name,
+            axes if name in ("steps", "trials", "summary") else (),
+            findings_params if name == "findings" else None,
+        )
     skipped = [(t.path, t.error or "unreadable") for t in trials if t.status == CORRUPT]
     statuses = (COMPLETED, TRUNCATED, COLLAPSED, ERRORED, INCOMPLETE, DUPLICATE, CORRUPT)
     counts = {s: sum(1 for t in trials if t.status == s) for s in statuses}
@@ -361,7 +449,10 @@ def _cell_of(row: pd.Series, axes: list[str]) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """``rankcse aggregate`` / ``python -m rayjobs.aggregate``."""
-    p = argparse.ArgumentParser(prog="rankcse aggregate", description="Turn a sweep's experiment folder (or folders of rankcse train runs) into Parquet tables, figures and report.md.")
+    p = argparse.ArgumentParser(
+        prog="rankcse aggregate",
+        description="Turn a sweep's experiment folder (or folders of rankcse train runs) into Parquet tables, figures and report.md.",
+    )
     add_arguments(p)
     return p
 
@@ -370,19 +461,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The aggregator's flags (shared with the ``rankcse aggregate`` subcommand)."""
     p.add_argument("experiment_dir", type=Path, help="experiment folder (<storage>/<name>) or a folder of rankcse train output folders")
     p.add_argument("--output-dir", type=Path, default=None, help="where the tables go (default: results/<folder name>)")
-    p.add_argument("--rank-metric", default=DEFAULT_PHASE_METRIC, help="probe rank metric that defines the phases and the average rank (erank_vne, energy_rank_99, ...)")
-    p.add_argument("--smooth", type=int, default=3, help="moving-average window (evaluations) applied to the rank before finding its peak; 1 = none")
+    p.add_argument(
+        "--rank-metric",
+        default=DEFAULT_PHASE_METRIC,
+        help="probe rank metric that defines the phases and the average rank (erank_vne, energy_rank_99, ...)",
+    )
+    p.add_argument(
+        "--smooth", type=int, default=3, help="moving-average window (evaluations) applied to the rank before finding its peak; 1 = none"
+    )
     p.add_argument("--n-boot", type=int, default=N_BOOT, help="bootstrap resamples for the intervals")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
-    p.add_argument("--only", action="append", default=[], metavar="KEY=V1,V2",
-                   help="keep only the trials whose grid cell has one of these values (repeatable; e.g. --only rr_schedule=always --only rr_coef=0,0.1)")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="keep only the trials whose grid cell has one of these values "
+        "(repeatable; e.g. --only rr_schedule=always --only rr_coef=0,0.1)",
+    )
 
 
 def register_command(sub: argparse._SubParsersAction) -> tuple[str, Any]:
     """Add ``rankcse aggregate`` (the ``rankcse.commands`` entry point in pyproject.toml)."""
-    p = sub.add_parser("aggregate", help="Parquet tables, figures and report.md from a sweep or from rankcse train runs",
-                       description="Read every trial's full history under EXPERIMENT_DIR and write steps/trials/summary/correlations.parquet, figures and report.md.")
+    p = sub.add_parser(
+        "aggregate",
+        help="Parquet tables, figures and report.md from a sweep or from rankcse train runs",
+        description="Read every trial's full history under EXPERIMENT_DIR and write "
+        "steps/trials/summary/correlations.parquet, figures and report.md.",
+    )
     add_arguments(p)
     return "aggregate", run_from_args
 
@@ -393,7 +500,9 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise ConfigError("--smooth must be >= 1 and --n-boot >= 10")
     output = args.output_dir or Path("results") / Path(args.experiment_dir).resolve().name
     only = parse_only(args.only)
-    result = aggregate(args.experiment_dir, output, args.rank_metric, args.smooth, args.n_boot, args.seed, figures=not args.no_figures, only=only)
+    result = aggregate(
+        args.experiment_dir, output, args.rank_metric, args.smooth, args.n_boot, args.seed, figures=not args.no_figures, only=only
+    )
     print(result.describe())
     return 0
 

@@ -145,7 +145,7 @@ def _ray_checks(raw: dict[str, Any]) -> tuple[dict[str, Any] | None, list[Proble
 
     try:
         prepared = ray_compat.prepare_cluster_config(raw)
-    except Exception as exc:  # noqa: BLE001 - Ray reports config mistakes as assorted exception types
+    except Exception as exc:
         message = str(exc) or type(exc).__name__
         return None, [Problem(_guess_path(message), f"Ray's prepare_config rejects it: {message}")], None
     try:
@@ -192,8 +192,17 @@ def _guess_path(message: str) -> str:
     """The config key a free-text Ray error message is about, or ``<config>``."""
     if "node provider" in message:
         return "provider.type"
-    for key in ("head_node_type", "available_node_types", "cluster_synced_files", "file_mounts_sync_continuously",
-                "max_workers", "head_ip", "worker_ips", "docker", "provider"):
+    for key in (
+        "head_node_type",
+        "available_node_types",
+        "cluster_synced_files",
+        "file_mounts_sync_continuously",
+        "max_workers",
+        "head_ip",
+        "worker_ips",
+        "docker",
+        "provider",
+    ):
         if key in message:
             return key
     return "docker" if "container" in message or "image" in message else "<config>"
@@ -216,8 +225,11 @@ def _provider_problems(raw: Mapping[str, Any]) -> list[Problem]:
     ptype = _provider_type(raw)
     if ptype is None:
         return [Problem("provider.type", "missing; the cloud or cluster manager (aws, gcp, azure, local, ...)")]
-    return [Problem(f"provider.{key}", f"required for provider type {ptype!r} (a non-empty string)")
-            for key in REQUIRED_PROVIDER_KEYS.get(ptype, ()) if not isinstance(provider.get(key), str) or not provider[key].strip()]
+    return [
+        Problem(f"provider.{key}", f"required for provider type {ptype!r} (a non-empty string)")
+        for key in REQUIRED_PROVIDER_KEYS.get(ptype, ())
+        if not isinstance(provider.get(key), str) or not provider[key].strip()
+    ]
 
 
 def _ray_specs(config: Mapping[str, Any]) -> list[tuple[str, str, bool]]:
@@ -255,14 +267,23 @@ def _ray_pin_problems(raw: Mapping[str, Any], driver_version: str) -> list[Probl
     specs = _ray_specs(raw)
     for path, version, loose in specs:
         if loose:
-            problems.append(Problem(path, f"installs Ray with {version!r}, not an exact pin; use \"ray[default,tune]=={driver_version}\""))
+            problems.append(Problem(path, f'installs Ray with {version!r}, not an exact pin; use "ray[default,tune]=={driver_version}"'))
         elif not same(version):
-            problems.append(Problem(path, f"pins ray {version} but the driver runs ray {driver_version}; "
-                                          f"the cluster's Ray must equal the driver's (\"ray[default,tune]=={driver_version}\")"))
+            problems.append(
+                Problem(
+                    path,
+                    f"pins ray {version} but the driver runs ray {driver_version}; "
+                    f"the cluster's Ray must equal the driver's (\"ray[default,tune]=={driver_version}\")",
+                )
+            )
     pinned = {path.split("[")[0] for path, _, loose in specs if not loose}
     if not pinned:
-        return problems + [Problem("setup_commands", f"no command pins the Ray version (ray==X / ray[...]==X); "
-                                                     f"add {install} to setup_commands, the driver's Ray")]
+        return problems + [
+            Problem(
+                "setup_commands",
+                f"no command pins the Ray version (ray==X / ray[...]==X); add {install} to setup_commands, the driver's Ray",
+            )
+        ]
     if not pinned & {"setup_commands", "head_setup_commands"}:
         problems.append(Problem("head_setup_commands", f"the head node never installs a pinned Ray; add {install} to setup_commands"))
     head = raw.get("head_node_type")
@@ -284,20 +305,31 @@ def _gpu_problems(config: Mapping[str, Any]) -> list[Problem]:
     global_max = config.get("max_workers")
     if not isinstance(node_types, Mapping) or not _is_int(global_max):  # Ray's schema reports it
         return []
-    undeclared = [Problem(f"available_node_types.{name}.resources.GPU",
-                          f"node type {name!r} is named as a GPU type but declares no GPUs; declare them (resources: {{CPU: n, GPU: k}})")
-                  for name, node_type in node_types.items() if "gpu" in str(name).lower() and not _declared_gpus(node_type)]
+    undeclared = [
+        Problem(
+            f"available_node_types.{name}.resources.GPU",
+            f"node type {name!r} is named as a GPU type but declares no GPUs; declare them (resources: {{CPU: n, GPU: k}})",
+        )
+        for name, node_type in node_types.items()
+        if "gpu" in str(name).lower() and not _declared_gpus(node_type)
+    ]
     gpu_types = gpu_node_types(config)
     if not gpu_types:
-        none = ("no node type declares GPUs (resources: {CPU: n, GPU: k}); the sweep's trials train on GPUs "
-                "(pass require_gpu=False / --no-require-gpu for a CPU cluster)")
+        none = (
+            "no node type declares GPUs (resources: {CPU: n, GPU: k}); the sweep's trials train on GPUs "
+            "(pass require_gpu=False / --no-require-gpu for a CPU cluster)"
+        )
         return undeclared or [Problem("available_node_types", none)]
     for name in gpu_types:
         own_max = node_types[name].get("max_workers", global_max)
         if name == config.get("head_node_type") or not _is_int(own_max) or min(global_max, own_max) > 0:
             return undeclared  # a non-integer max_workers: the schema says so
-    return undeclared + [Problem("max_workers", f"the GPU node types ({', '.join(gpu_types)}) can never start: their max_workers "
-                                                "(or the global max_workers) is 0")]
+    return undeclared + [
+        Problem(
+            "max_workers",
+            f"the GPU node types ({', '.join(gpu_types)}) can never start: their max_workers (or the global max_workers) is 0",
+        )
+    ]
 
 
 # --- small helpers ----------------------------------------------------------------------------

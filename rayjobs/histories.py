@@ -87,8 +87,13 @@ def missing_evaluations(records: list[dict[str, Any]], config: dict[str, Any], f
     return [s for s in expected_eval_steps(last, eval_every) if s not in steps]
 
 
-def _status(final: dict[str, Any] | None, error: str | None, damage: list[str], missing: list[int], n_records: int,
-            ) -> tuple[str, str | None]:
+def _status(
+    final: dict[str, Any] | None,
+    error: str | None,
+    damage: list[str],
+    missing: list[int],
+    n_records: int,
+) -> tuple[str, str | None]:
     """Status and error text of a trial from what was read: collapse, a cut history and failures are all named."""
     notes = []
     if final is not None and final.get("collapsed"):
@@ -126,7 +131,14 @@ def _tune_error(folder: Path) -> tuple[str | None, int]:
     text = path.read_text(errors="replace")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     failures = sum(1 for ln in lines if ln.startswith("Failure #"))
-    message = next((ln for ln in reversed(lines) if not ln.startswith(("File ", "^", "Failure #", "Traceback", "The above exception", "During handling"))), None)
+    message = next(
+        (
+            ln
+            for ln in reversed(lines)
+            if not ln.startswith(("File ", "^", "Failure #", "Traceback", "The above exception", "During handling"))
+        ),
+        None,
+    )
     return message, failures or (1 if lines else 0)
 
 
@@ -228,7 +240,11 @@ def _walk(root: Path) -> Iterator[tuple[Path, str]]:
         if CONFIG_FILE in names and (METRICS_FILE in names or FINAL_FILE in names):
             yield folder, "run"
             continue
-        stack.extend(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False) and e.name not in SKIP_DIRS and not e.name.startswith("checkpoint_"))
+        stack.extend(
+            Path(e.path)
+            for e in entries
+            if e.is_dir(follow_symlinks=False) and e.name not in SKIP_DIRS and not e.name.startswith("checkpoint_")
+        )
 
 
 def read_experiment(root: str | Path) -> list[Trial]:

@@ -80,7 +80,7 @@ def _proc_stat(pid: int) -> tuple[int, int] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2:].split()  # the command name may hold spaces and parentheses
+    fields = text[text.rindex(")") + 2 :].split()  # the command name may hold spaces and parentheses
     if fields[0] == "Z":
         return None
     return int(fields[3]), int(fields[19])
@@ -144,26 +144,56 @@ def _start(max_workers: int, cpus_per_worker: float, gpus_per_worker: float, tim
     config_path.write_text(yaml.safe_dump(cluster_config(max_workers, cpus_per_worker, gpus_per_worker, f"{ip}:{gcs}"), sort_keys=False))
     # Clients (ray.init, ray job submit) with RAY_AUTH_MODE unset connect without a token: match them unless told otherwise.
     auth_mode = os.environ.get("RAY_AUTH_MODE") or "disabled"
-    env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "RAY_TMPDIR": str(tmp), "RAY_AUTH_MODE": auth_mode, "RAY_USAGE_STATS_ENABLED": "0",
-           "AUTOSCALER_METRIC_PORT": str(autoscaler)}
+    env = {
+        **os.environ,
+        "RAY_FAKE_CLUSTER": "1",
+        "RAY_TMPDIR": str(tmp),
+        "RAY_AUTH_MODE": auth_mode,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "AUTOSCALER_METRIC_PORT": str(autoscaler),
+    }
     env.pop("RAY_ADDRESS", None)
     cmd = [
-        sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--autoscaling-config={config_path}",
-        f"--port={gcs}", f"--node-ip-address={ip}", "--num-cpus=0", "--num-gpus=0", f"--temp-dir={tmp}",
-        "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
-        f"--dashboard-agent-listen-port={agent_http}", f"--dashboard-agent-grpc-port={agent_grpc}",
-        f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}", f"--node-manager-port={node_manager}",
-        f"--object-manager-port={object_manager}", "--disable-usage-stats",
+        sys.executable,
+        "-m",
+        "ray.scripts.scripts",
+        "start",
+        "--head",
+        "--block",
+        f"--autoscaling-config={config_path}",
+        f"--port={gcs}",
+        f"--node-ip-address={ip}",
+        "--num-cpus=0",
+        "--num-gpus=0",
+        f"--temp-dir={tmp}",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard}",
+        f"--ray-client-server-port={client}",
+        f"--dashboard-agent-listen-port={agent_http}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--runtime-env-agent-port={runtime_env}",
+        f"--metrics-export-port={metrics}",
+        f"--node-manager-port={node_manager}",
+        f"--object-manager-port={object_manager}",
+        "--disable-usage-stats",
     ]
     log_path = folder / "ray_start.log"
     with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=ROOT)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=ROOT
+        )
     state = {
         "sid": proc.pid,
-        "address": f"{ip}:{gcs}", "dashboard": f"http://127.0.0.1:{dashboard}", "auth_mode": auth_mode, "ray_tmpdir": str(tmp),
-        "config": str(config_path), "log": str(log_path), "max_workers": max_workers,
-        "worker": {"CPU": cpus_per_worker, "GPU": gpus_per_worker}, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "address": f"{ip}:{gcs}",
+        "dashboard": f"http://127.0.0.1:{dashboard}",
+        "auth_mode": auth_mode,
+        "ray_tmpdir": str(tmp),
+        "config": str(config_path),
+        "log": str(log_path),
+        "max_workers": max_workers,
+        "worker": {"CPU": cpus_per_worker, "GPU": gpus_per_worker},
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     deadline = time.monotonic() + timeout
     while "Ray runtime started" not in log_path.read_text(errors="replace"):
@@ -249,7 +279,7 @@ def _descendants(pid: int) -> list[int]:
                 text = (entry / "stat").read_text()
             except OSError:
                 continue
-            ppid = int(text[text.rindex(")") + 2:].split()[1])
+            ppid = int(text[text.rindex(")") + 2 :].split()[1])
             children.setdefault(ppid, []).append(int(entry.name))
     out, todo = [], list(children.get(pid, []))
     while todo:
@@ -268,8 +298,9 @@ def _print_state(state: dict[str, Any]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
-    p = argparse.ArgumentParser(prog="python -m rayjobs.local_cluster",
-                                description="Start or stop a rehearsal Ray cluster (cluster-local.yaml) on this machine.")
+    p = argparse.ArgumentParser(
+        prog="python -m rayjobs.local_cluster", description="Start or stop a rehearsal Ray cluster (cluster-local.yaml) on this machine."
+    )
     sub = p.add_subparsers(dest="command", required=True)
     u = sub.add_parser("up", help="start the head node; the autoscaler adds fake GPU workers on demand")
     u.add_argument("--max-workers", type=int, default=2, help="most worker nodes at once")

@@ -53,11 +53,13 @@ def _running_cluster() -> str | None:
 
     try:
         return get_ray_address_from_environment(None, None)
-    except Exception:  # noqa: BLE001 - an unreadable address file means there is no cluster to join
+    except Exception:
         return None
 
 
-def check_resources(cpus_per_trial: float, gpus_per_trial: float, local: bool, wait_seconds: float = 600.0, poll: float = 10.0) -> dict[str, float]:
+def check_resources(
+    cpus_per_trial: float, gpus_per_trial: float, local: bool, wait_seconds: float = 600.0, poll: float = 10.0
+) -> dict[str, float]:
     """Make sure one trial fits on one node; return the cluster's total resources.
 
     A local Ray fails at once. On a cluster the autoscaler is asked for one trial's bundle and the
@@ -82,7 +84,11 @@ def check_resources(cpus_per_trial: float, gpus_per_trial: float, local: bool, w
     largest = max((n.get("Resources", {}) for n in nodes), key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
     have = _fmt({"CPU": largest.get("CPU", 0), "GPU": largest.get("GPU", 0)})
     if need["GPU"] > 0 and largest.get("GPU", 0) < need["GPU"]:
-        fix = "use --gpus-per-trial 0 to train on CPUs" if local else "add GPU workers to the cluster (cluster.yaml) or lower --gpus-per-trial"
+        fix = (
+            "use --gpus-per-trial 0 to train on CPUs"
+            if local
+            else "add GPU workers to the cluster (cluster.yaml) or lower --gpus-per-trial"
+        )
         raise ConfigError(f"a trial asks for {_fmt(need)} but the largest node of this Ray cluster has {have}; {fix}")
     raise ConfigError(f"a trial asks for {_fmt(need)} but the largest node of this Ray cluster has {have}; lower --cpus-per-trial")
 

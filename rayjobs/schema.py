@@ -37,7 +37,10 @@ STEPS: dict[str, tuple[str, str]] = {
     **CONDITION,
     "seed": ("int64", "seed of data order, dropout and head initialisation"),
     "step": ("int64", "optimisation step of the evaluation (0 = the pre-trained model)"),
-    "phase": ("int64", "offline phase: 1 up to the (smoothed) rank peak, 2 after it up to the best STS-B dev step, 3 = after the best step ('post')"),
+    "phase": (
+        "int64",
+        "offline phase: 1 up to the (smoothed) rank peak, 2 after it up to the best STS-B dev step, 3 = after the best step ('post')",
+    ),
     "phase_online": ("float64", "phase the online peak detector saw during training (1 or 2)"),
     "epoch": ("float64", "epochs done"),
     "lr": ("float64", "learning rate"),
@@ -50,7 +53,8 @@ STEPS: dict[str, tuple[str, str]] = {
 }
 STEPS_PREFIXES = {
     "loss/": "loss parts, mean over the steps since the previous evaluation (loss/total, loss/cl, loss/rr, loss/mlm, ...)",
-    "probe/": "rank metrics of the probe set (STS-B dev, evaluation embedding): energy_rank_XX, erank_vne, erank_sv, numerical_rank, stable_rank, centered/*",
+    "probe/": "rank metrics of the probe set (STS-B dev, evaluation embedding): "
+    "energy_rank_XX, erank_vne, erank_sv, numerical_rank, stable_rank, centered/*",
     "batch/": "rank of the training batch, mean over the steps since the previous evaluation",
     "rr/": "RR entropy, coefficient in force and the step the after_peak schedule switched on",
     "best/": "best STS-B dev so far and its step",
@@ -64,8 +68,11 @@ TRIALS: dict[str, tuple[str, str]] = {
     "seed": ("int64", "seed"),
     "path": ("string", "trial folder, relative to the experiment folder"),
     "layout": ("string", "tune (a sweep trial) or run (a plain rankcse train folder)"),
-    "status": ("string", "completed, truncated (finished, but its history of evaluations is cut), collapsed (stopped: the representation "
-               "collapsed), errored, incomplete or duplicate (a repeated grid cell; the best copy is kept)"),
+    "status": (
+        "string",
+        "completed, truncated (finished, but its history of evaluations is cut), collapsed (stopped: the representation "
+        "collapsed), errored, incomplete or duplicate (a repeated grid cell; the best copy is kept)",
+    ),
     "error": ("string", "what went wrong: the collapse, a cut history (rows missing, lines that do not parse), the last failure message"),
     "attempts_failed": ("int64", "failed attempts Tune recorded (retried from the last checkpoint)"),
     "device": ("string", "torch device the trial trained on (cpu, cuda, cuda:N); cpu with a GPU held only under --allow-cpu-on-gpu"),
@@ -80,7 +87,10 @@ TRIALS: dict[str, tuple[str, str]] = {
     "avg_rank": ("float64", "mean phase rank metric over the evaluations up to the best step (the paper's average rank)"),
     "avg_energy_rank_99": ("float64", "mean energy rank (tau 0.99) over the evaluations up to the best step"),
     "avg_erank_vne": ("float64", "mean erank_vne over the evaluations up to the best step"),
-    "phase_flag": ("string", "ok, no_interior_peak (peak at the first or last evaluation) or phase2_empty (best step at or before the peak)"),
+    "phase_flag": (
+        "string",
+        "ok, no_interior_peak (peak at the first or last evaluation) or phase2_empty (best step at or before the peak)",
+    ),
     "n_phase1": ("int64", "evaluations in Phase 1"),
     "n_phase2": ("int64", "evaluations in Phase 2"),
     "rr_switch_step": ("float64", "step RR switched on (after_peak schedule)"),
@@ -96,7 +106,10 @@ TRIALS: dict[str, tuple[str, str]] = {
     "no_improvement": ("bool", "no trained evaluation beat the pre-trained model (step 0) on STS-B dev: the scores are of a worse model"),
     "config": ("string", "the trial's full rankcse settings, JSON"),
 }
-TRIALS_PREFIXES = {"probing/": "probing accuracy of the best checkpoint (full setting)", "transfer/": "transfer-task accuracy of the best checkpoint"}
+TRIALS_PREFIXES = {
+    "probing/": "probing accuracy of the best checkpoint (full setting)",
+    "transfer/": "transfer-task accuracy of the best checkpoint",
+}
 
 SUMMARY: dict[str, tuple[str, str]] = {
     **CONDITION,
@@ -120,7 +133,10 @@ CORRELATIONS: dict[str, tuple[str, str]] = {
     "rank_metric": ("string", "the rank column used (e.g. probe/erank_vne)"),
     "phase": ("float64", "1 or 2 for rank_vs_stsb_dev; empty for avg_rank_vs_seed_std"),
     "score": ("string", "stsb_dev, or the test score whose seed std is correlated"),
-    "scope": ("string", "pooled (all points of the trials), method (pooled within one method), within_trial (mean of the per-trial r), groups"),
+    "scope": (
+        "string",
+        "pooled (all points of the trials), method (pooled within one method), within_trial (mean of the per-trial r), groups",
+    ),
     "method": ("string", "method, or 'all'"),
     "subset": ("string", "which trials: all, no_rr (rr_coef 0) or rr (rr_coef > 0)"),
     "n": ("int64", "points (evaluations, or conditions)"),
@@ -140,8 +156,11 @@ FINDINGS: dict[str, tuple[str, str]] = {
     "finding": ("string", "the claim tested, in words"),
     "rank_metric": ("string", "rank notion of a rank claim (energy_rank_99, erank_vne); empty for the others"),
     "scope": ("string", "all (the whole sweep) or one method"),
-    "statistic": ("string", "what estimate is: share (of trials), r (Pearson), difference (of means, RR minus baseline), "
-                            "relative (difference / baseline mean), ratio (of pooled seed stds), steps (difference of best steps)"),
+    "statistic": (
+        "string",
+        "what estimate is: share (of trials), r (Pearson), difference (of means, RR minus baseline), "
+        "relative (difference / baseline mean), ratio (of pooled seed stds), steps (difference of best steps)",
+    ),
     "estimate": ("float64", "the sweep's value"),
     "ci_low": ("float64", "95% interval, low end (Clopper-Pearson, trial-clustered bootstrap, stratified Welch t or F, by statistic)"),
     "ci_high": ("float64", "95% interval, high end"),
@@ -165,7 +184,8 @@ PROBING: dict[str, tuple[str, str]] = {
     "n_trials": ("int64", "trials with probing results"),
 }
 PROBING_PREFIXES = {
-    "acc_": "accuracy at the start of Phase 1 (acc_start), at the rank peak (acc_peak), at the best step (acc_best): _mean and _std over trials",
+    "acc_": "accuracy at the start of Phase 1 (acc_start), at the rank peak "
+    "(acc_peak), at the best step (acc_best): _mean and _std over trials",
     "change_": "change over Phase 1 (acc_peak - acc_start) and Phase 2 (acc_best - acc_peak): _mean and _std",
     "mean_": "mean accuracy within Phase 1 / Phase 2: _mean and _std",
 }
@@ -180,7 +200,8 @@ TABLES = {
 
 
 def conform(frame: pd.DataFrame, table: str, axes: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
-    """Order and type ``frame``'s columns as the schema says: fixed columns first (missing ones added empty), then axes, then the rest sorted."""
+    """Order and type ``frame``'s columns as the schema says: fixed columns first (missing ones added empty), then
+    axes, then the rest sorted."""
     fixed, prefixes = TABLES[table]
     out = pd.DataFrame(index=frame.index)
     for name, (dtype, _) in fixed.items():
@@ -209,12 +230,20 @@ def _cast(values: pd.Series, dtype: str) -> pd.Series:
     return pd.to_numeric(values, errors="coerce").astype("float64")
 
 
-def write_table(frame: pd.DataFrame, path: Path, table: str, axes: list[str] | tuple[str, ...] = (), extra: dict[str, str] | None = None) -> Path:
+def write_table(
+    frame: pd.DataFrame, path: Path, table: str, axes: list[str] | tuple[str, ...] = (), extra: dict[str, str] | None = None
+) -> Path:
     """Write ``frame`` as Parquet with the schema metadata (plus ``extra`` keys), through a temporary file and a rename."""
     path = Path(path)
     arrow = pa.Table.from_pandas(frame, preserve_index=False)
     meta = dict(arrow.schema.metadata or {})
-    meta.update({b"rankcse.schema_version": str(SCHEMA_VERSION).encode(), b"rankcse.table": table.encode(), b"rankcse.axes": json.dumps(list(axes)).encode()})
+    meta.update(
+        {
+            b"rankcse.schema_version": str(SCHEMA_VERSION).encode(),
+            b"rankcse.table": table.encode(),
+            b"rankcse.axes": json.dumps(list(axes)).encode(),
+        }
+    )
     meta.update({k.encode(): v.encode() for k, v in (extra or {}).items()})
     arrow = arrow.replace_schema_metadata(meta)
     with atomic_path(path) as tmp:

@@ -27,7 +27,18 @@ PRESET_DIR = Path(__file__).resolve().parent / "presets"
 CORE_AXES = ("method", "rr_coef", "rr_schedule", "seed")
 #: Settings the sweep sets per trial from its resources; a preset's ``train`` section may not.
 RUNTIME_KEYS = ("device", "num_threads")
-SPEC_KEYS = ("name", "description", "grid", "train", "resources", "max_concurrent", "max_failures", "keep_best_checkpoint", "fault", "allow_cpu_on_gpu")
+SPEC_KEYS = (
+    "name",
+    "description",
+    "grid",
+    "train",
+    "resources",
+    "max_concurrent",
+    "max_failures",
+    "keep_best_checkpoint",
+    "fault",
+    "allow_cpu_on_gpu",
+)
 
 
 def preset_names() -> list[str]:
@@ -106,7 +117,9 @@ class SweepSpec:
         for key in data:
             if key not in SPEC_KEYS:
                 close = difflib.get_close_matches(key, SPEC_KEYS, n=1)
-                raise ConfigError(f"{source}: unknown key {key!r}" + (f"; did you mean {close[0]!r}?" if close else f"; use {', '.join(SPEC_KEYS)}"))
+                raise ConfigError(
+                    f"{source}: unknown key {key!r}" + (f"; did you mean {close[0]!r}?" if close else f"; use {', '.join(SPEC_KEYS)}")
+                )
         try:
             return cls._build(data, source)
         except (TypeError, ValueError) as exc:
@@ -308,4 +321,3 @@ def read_sweep_record(experiment_dir: Path) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise ConfigError(f"{path} is corrupt; start the sweep again with --overwrite")
     return record
-

@@ -38,7 +38,6 @@ def write_spec(experiment_dir: Path, record: dict[str, Any]) -> None:
     write_json_atomic(path, record)
 
 
-
 def valid_state_file(path: Path) -> bool:
     """Whether a Tune state file is whole: the experiment state is JSON, the others are pickles (whatever their suffix)."""
     try:
@@ -50,7 +49,7 @@ def valid_state_file(path: Path) -> bool:
             return isinstance(parsed, dict) and isinstance(parsed.get(EXPERIMENT_STATE_TRIALS_KEY), list)
         pickle.loads(data)  # the Tuner and search-algorithm state: only our own trusted experiment folder is read here
         return True
-    except Exception:  # noqa: BLE001 - any failure to read or parse means the file is broken
+    except Exception:
         return False
 
 
@@ -92,13 +91,13 @@ class StateBackup(Callback):
             else:
                 tmp.unlink(missing_ok=True)
 
-    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:  # noqa: D102
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         now = time.monotonic()
         if now - self._last >= self.every:
             self._last = now
             self._sync()
 
-    def on_experiment_end(self, trials: list, **info: Any) -> None:  # noqa: D102
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
         self._sync()
 
 

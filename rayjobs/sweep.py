@@ -30,9 +30,9 @@ if __package__ in (None, ""):  # run as a script (python rayjobs/sweep.py, ray s
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
     sys.path.insert(0, str(_here.parent))
 
-from rankcse.config import parse_override  # noqa: E402
-from rankcse.errors import ConfigError, RankCSEError  # noqa: E402
-from rayjobs.spec import Fault, SweepSpec, cell_label, preset_names, read_sweep_record  # noqa: E402
+from rankcse.config import parse_override
+from rankcse.errors import ConfigError, RankCSEError
+from rayjobs.spec import Fault, SweepSpec, cell_label, preset_names, read_sweep_record
 
 log = logging.getLogger("rayjobs")
 DEFAULT_STORAGE = Path("results") / "ray"
@@ -53,7 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rr-schedules", nargs="+", metavar="S", help="RR schedules: always, from_step:N, warmup:N, after_peak")
     g.add_argument("--seeds", nargs="+", type=int, metavar="S", help="seeds")
     g.add_argument("--num-seeds", type=int, metavar="N", help="seeds 0..N-1 (instead of --seeds)")
-    g.add_argument("--grid", action="append", default=[], metavar="KEY=[V1,V2]", help="another axis over any train setting, e.g. --grid learning_rate=[1e-5,3e-5]")
+    g.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=[V1,V2]",
+        help="another axis over any train setting, e.g. --grid learning_rate=[1e-5,3e-5]",
+    )
     t = p.add_argument_group("training (for every trial)")
     t.add_argument("--model", help="Hugging Face model name or folder ('default' = packaged all-MiniLM-L6-v2)")
     t.add_argument("--train-file", help="plain-text corpus, one sentence a line (e.g. wiki1m_for_simcse.txt)")
@@ -61,28 +67,74 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-steps", type=int, help="optimisation steps per trial (default: the preset's, or whole epochs)")
     t.add_argument("--epochs", type=int, help="epochs per trial (when --max-steps is unset)")
     t.add_argument("--eval-every", type=int, help="evaluate on STS-B dev every K steps")
-    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="any rankcse train setting, e.g. --set probe_size=500")
+    t.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any rankcse train setting, e.g. --set probe_size=500",
+    )
     r = p.add_argument_group("resources and fault tolerance")
     r.add_argument("--gpus-per-trial", type=float, help="GPUs a trial holds; fractions pack several trials on one GPU (e.g. 0.25)")
     r.add_argument("--cpus-per-trial", type=float, help="CPUs a trial holds (also its torch threads)")
     r.add_argument("--max-concurrent", type=int, help="at most this many trials at once (default: as many as fit)")
     r.add_argument("--max-failures", type=int, help="retries of a failed trial, each from its last checkpoint")
-    r.add_argument("--resource-wait", type=float, default=600.0, help="seconds to wait on a cluster for the autoscaler to add a node that fits a trial")
-    r.add_argument("--address", default=None, help="Ray address: 'local' (a fresh local Ray), 'auto', host:port; default: RAY_ADDRESS, a cluster started on this machine, else local")
-    r.add_argument("--allow-cpu-on-gpu", action="store_true", help="a trial holding a GPU that CUDA cannot see trains on CPU instead of failing (rehearsals on fake GPUs: cluster-local.yaml)")
-    r.add_argument("--inject-fault", metavar="KEY=VALUE,...:STEP[:TIMES]", help="make matching trials fail at STEP (TIMES attempts; 0 = always), to test fault tolerance")
+    r.add_argument(
+        "--resource-wait", type=float, default=600.0, help="seconds to wait on a cluster for the autoscaler to add a node that fits a trial"
+    )
+    r.add_argument(
+        "--address",
+        default=None,
+        help="Ray address: 'local' (a fresh local Ray), 'auto', host:port; "
+        "default: RAY_ADDRESS, a cluster started on this machine, else local",
+    )
+    r.add_argument(
+        "--allow-cpu-on-gpu",
+        action="store_true",
+        help="a trial holding a GPU that CUDA cannot see trains on CPU instead of failing (rehearsals on fake GPUs: cluster-local.yaml)",
+    )
+    r.add_argument(
+        "--inject-fault",
+        metavar="KEY=VALUE,...:STEP[:TIMES]",
+        help="make matching trials fail at STEP (TIMES attempts; 0 = always), to test fault tolerance",
+    )
     o = p.add_argument_group("where things go")
     o.add_argument("--name", help="experiment name (default: the preset's name)")
-    o.add_argument("--storage-path", default=None, help=f"Tune's storage folder; shared by all nodes on a cluster (default: ./{DEFAULT_STORAGE})")
-    o.add_argument("--output-dir", type=Path, default=None, help=f"folder for the Parquet tables, figures and report (default: ./{DEFAULT_OUTPUT}/<name>)")
-    o.add_argument("--resume", action="store_true", help="continue the experiment <storage>/<name> after its driver stopped (finished trials are not re-run)")
+    o.add_argument(
+        "--storage-path", default=None, help=f"Tune's storage folder; shared by all nodes on a cluster (default: ./{DEFAULT_STORAGE})"
+    )
+    o.add_argument(
+        "--output-dir",
+        type=Path,
+        default=None,
+        help=f"folder for the Parquet tables, figures and report (default: ./{DEFAULT_OUTPUT}/<name>)",
+    )
+    o.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the experiment <storage>/<name> after its driver stopped (finished trials are not re-run)",
+    )
     o.add_argument("--retry-errored", action="store_true", help="with --resume: run errored trials again from their last checkpoint")
     o.add_argument("--overwrite", action="store_true", help="delete an existing experiment of the same name first")
     o.add_argument("--no-aggregate", action="store_true", help="skip the aggregation at the end")
-    o.add_argument("--keep-best-checkpoint", choices=("yes", "no"), default=None, help="keep each trial's best model folder (yes: needed to probe or evaluate it later)")
+    o.add_argument(
+        "--keep-best-checkpoint",
+        choices=("yes", "no"),
+        default=None,
+        help="keep each trial's best model folder (yes: needed to probe or evaluate it later)",
+    )
     k = p.add_argument_group("experiment trackers (optional extras)")
-    k.add_argument("--mlflow", metavar="URI", help="log every trial to MLflow: file:DIR (offline), sqlite:///FILE.db or http(s)://server; pip install -e '.[mlflow]'")
-    k.add_argument("--wandb", metavar="PROJECT", help="log every trial to this W&B project (WANDB_MODE=offline works without an account); pip install -e '.[wandb]'")
+    k.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help="log every trial to MLflow: file:DIR (offline), sqlite:///FILE.db or http(s)://server; pip install -e '.[mlflow]'",
+    )
+    k.add_argument(
+        "--wandb",
+        metavar="PROJECT",
+        help="log every trial to this W&B project (WANDB_MODE=offline works without an account); pip install -e '.[wandb]'",
+    )
     o.add_argument("--trial-logs", action="store_true", help="show each trial's training log lines, not only Tune's status table")
     o.add_argument("--dry-run", action="store_true", help="print the trials and exit")
     return p
@@ -131,7 +183,7 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
 
 
 def _experiment_paths(args: argparse.Namespace, name: str) -> tuple[Path, Path]:
-    storage = (args.storage_path or DEFAULT_STORAGE)
+    storage = args.storage_path or DEFAULT_STORAGE
     if "://" in str(storage):
         raise ConfigError(
             f"--storage-path {storage}: trials write their run folders (metrics, best checkpoints) there directly, so it must be a "
@@ -158,8 +210,14 @@ class _SignalToInterrupt:
 
 
 def make_tuner(
-    spec: SweepSpec, storage: Path, experiment_dir: Path, resume: bool = False, retry_errored: bool = False, trial_logs: bool = False,
-    reuse_actors: bool = False, callbacks: Sequence[Any] = (),
+    spec: SweepSpec,
+    storage: Path,
+    experiment_dir: Path,
+    resume: bool = False,
+    retry_errored: bool = False,
+    trial_logs: bool = False,
+    reuse_actors: bool = False,
+    callbacks: Sequence[Any] = (),
 ) -> Any:
     """The Tuner of a sweep: a new one over the spec's grid (``callbacks`` added to Tune's), or the restored experiment (``resume``)."""
     from ray import tune
@@ -171,12 +229,17 @@ def make_tuner(
     from rayjobs.trainable import train_trial, trial_dirname
 
     # The spec travels as a parameter, not in the param space: Tune's tables and params.json show just the grid cell.
-    trainable = tune.with_resources(tune.with_parameters(train_trial, sweep=spec.to_dict(), trial_logs=trial_logs), {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, sweep=spec.to_dict(), trial_logs=trial_logs),
+        {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
+    )
     if resume:
         # Finished trials are resumed too: the trainable returns at once for those that really finished
         # (their checkpoint says done) and continues those Tune listed as finished too early.
         resume_type = ResumeConfig.ResumeType
-        config = ResumeConfig(finished=resume_type.RESUME, unfinished=resume_type.RESUME, errored=resume_type.RESUME if retry_errored else resume_type.SKIP)
+        config = ResumeConfig(
+            finished=resume_type.RESUME, unfinished=resume_type.RESUME, errored=resume_type.RESUME if retry_errored else resume_type.SKIP
+        )
         return restore_tuner(str(experiment_dir), trainable, config)  # callbacks come back from the saved Tuner
     # reuse_actors is off: a trial's process ends with it. Reused actors kept ~1 GB of resident memory per
     # finished MiniLM trial (allocator arenas of the previous model), 5 GB after 3 trials; a fresh process costs
@@ -228,13 +291,20 @@ def run_sweep(args: argparse.Namespace) -> int:
     cells = spec.cells()
     skipped = spec.skipped_cells()
     shape = " x ".join(f"{len(v)} {k}" for k, v in spec.axes().items()) + (f", less {skipped} RR-off repeats" if skipped else "")
-    print(f"sweep {spec.name}: {len(cells)} trials ({shape}), {spec.cpus_per_trial:g} CPU + {spec.gpus_per_trial:g} GPU each -> {experiment_dir}", flush=True)
+    print(
+        f"sweep {spec.name}: {len(cells)} trials ({shape}), {spec.cpus_per_trial:g} "
+        f"CPU + {spec.gpus_per_trial:g} GPU each -> {experiment_dir}",
+        flush=True,
+    )
     if args.dry_run:
         if spec.missing_train_file():
             print(f"warning: {spec.missing_train_file()} before the real run", file=sys.stderr, flush=True)
         for cell, cfg in zip(cells, configs):
             steps = cfg.max_steps or f"{cfg.epochs} epoch(s)"
-            print(f"  {cell_label(cell)}: {cfg.model}, batch {cfg.batch_size}, lr {cfg.learning_rate:g}, {steps} steps, eval every {cfg.eval_every}")
+            print(
+                f"  {cell_label(cell)}: {cfg.model}, batch {cfg.batch_size}, lr "
+                f"{cfg.learning_rate:g}, {steps} steps, eval every {cfg.eval_every}"
+            )
         return 0
     if args.overwrite and experiment_dir.exists():
         shutil.rmtree(experiment_dir)
@@ -262,7 +332,9 @@ def run_sweep(args: argparse.Namespace) -> int:
     # done once it reported its final scores, or failed.
     unfinished = [r for r in grid if r.error is None and (r.metrics or {}).get("kind") != "final"]
     if unfinished:
-        print(f"sweep interrupted; continue it with: python rayjobs/sweep.py --name {spec.name} --storage-path {storage} --resume", flush=True)
+        print(
+            f"sweep interrupted; continue it with: python rayjobs/sweep.py --name {spec.name} --storage-path {storage} --resume", flush=True
+        )
         return 130
     if args.no_aggregate:
         print(f"experiment: {experiment_dir}")

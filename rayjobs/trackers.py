@@ -25,9 +25,24 @@ from rayjobs.spec import SweepSpec, cell_label
 
 #: Tune's bookkeeping keys in a result, not the trial's measurements.
 TUNE_KEYS = {
-    "time_this_iter_s", "time_total_s", "timestamp", "pid", "training_iteration", "iterations_since_restore",
-    "time_since_restore", "done", "node_ip", "date", "hostname", "trial_id", "experiment_tag", "checkpoint_dir_name",
-    "should_checkpoint", "timesteps_total", "episodes_total", "timesteps_since_restore",
+    "time_this_iter_s",
+    "time_total_s",
+    "timestamp",
+    "pid",
+    "training_iteration",
+    "iterations_since_restore",
+    "time_since_restore",
+    "done",
+    "node_ip",
+    "date",
+    "hostname",
+    "trial_id",
+    "experiment_tag",
+    "checkpoint_dir_name",
+    "should_checkpoint",
+    "timesteps_total",
+    "episodes_total",
+    "timesteps_since_restore",
 }
 STATE_FILE = "trackers.json"
 
@@ -103,7 +118,7 @@ class MLflowTrialLogger(MLflowLoggerCallback):
         super().__init__(**kwargs)
         self.sweep = sweep
 
-    def log_trial_start(self, trial: Any) -> None:  # noqa: D102
+    def log_trial_start(self, trial: Any) -> None:
         spec = SweepSpec.from_dict(self.sweep)
         cell = _cell(spec, trial)
         if trial not in self._trial_runs:
@@ -111,7 +126,7 @@ class MLflowTrialLogger(MLflowLoggerCallback):
             self._trial_runs[trial] = self.mlflow_util.start_run(tags=tags, run_name=cell_label(cell)).info.run_id
         self.mlflow_util.log_params(run_id=self._trial_runs[trial], params_to_log=trial_params(spec, cell))
 
-    def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:  # noqa: D102
+    def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
         step = int(result.get("step") or 0)
         self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=measurements(result), step=step)
 
@@ -172,8 +187,15 @@ def wandb_summary(project: str, spec: SweepSpec, experiment_dir: Path, output: P
     import wandb
 
     folder = experiment_dir / ".rankcse"
-    run = wandb.init(project=project, group=spec.name, name=f"{spec.name} (sweep)", job_type="sweep-summary", dir=str(folder),
-                     config={f"grid.{k}": v for k, v in spec.axes().items()}, reinit="finish_previous")
+    run = wandb.init(
+        project=project,
+        group=spec.name,
+        name=f"{spec.name} (sweep)",
+        job_type="sweep-summary",
+        dir=str(folder),
+        config={f"grid.{k}": v for k, v in spec.axes().items()},
+        reinit="finish_previous",
+    )
     try:
         for name in ("trials", "summary"):
             path = output / f"{name}.parquet"
@@ -239,13 +261,13 @@ class Trackers:
             try:
                 mlflow_summary(m, output, "FINISHED" if ok else "FAILED")
                 lines.append(f"mlflow: experiment {m['experiment']!r} at {m['uri']}, parent run {m['parent_run_id']}")
-            except Exception as exc:  # noqa: BLE001  (the sweep's results stand; the tracker's summary is extra)
+            except Exception as exc:
                 lines.append(f"mlflow: the sweep's parent run was not completed ({type(exc).__name__}: {exc})")
         if self.wandb_project:
             try:
                 wandb_summary(self.wandb_project, spec, experiment_dir, output)
                 where = experiment_dir / ".rankcse" / "wandb"
                 lines.append(f"wandb: project {self.wandb_project!r}, group {spec.name!r} (runs under {where})")
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 lines.append(f"wandb: the sweep's summary run was not written ({type(exc).__name__}: {exc})")
         return lines

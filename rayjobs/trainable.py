@@ -93,7 +93,7 @@ class TuneReporter:
 def _node_id() -> str | None:
     try:
         return ray.get_runtime_context().get_node_id()
-    except Exception:  # noqa: BLE001 - only informative
+    except Exception:
         return None
 
 

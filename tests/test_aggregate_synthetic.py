@@ -29,12 +29,33 @@ def curves(peak: int, best: int, seed: int, rr: float) -> tuple[np.ndarray, np.n
     return rank, dev
 
 
-def write_tune_trial(root: Path, trial_id: str, cell: dict, rank: np.ndarray, dev: np.ndarray, final: dict | None, error: str | None = None, layout: str = "run") -> Path:
+def write_tune_trial(
+    root: Path,
+    trial_id: str,
+    cell: dict,
+    rank: np.ndarray,
+    dev: np.ndarray,
+    final: dict | None,
+    error: str | None = None,
+    layout: str = "run",
+) -> Path:
     folder = root / f"{trial_id}_{cell['method']}_rr{cell['rr_coef']:g}_seed{cell['seed']}"
     folder.mkdir(parents=True)
     (folder / "params.json").write_text(json.dumps(cell))
-    records = [{"step": int(s), "stsb_dev": float(d), "probe/erank_vne": float(r), "probe/energy_rank_99": float(2 * r), "alignment": 0.2, "uniformity": -2.0,
-                "loss/total": 0.1, "lr": 3e-5, "phase_online": 1} for s, r, d in zip(STEPS, rank, dev)]
+    records = [
+        {
+            "step": int(s),
+            "stsb_dev": float(d),
+            "probe/erank_vne": float(r),
+            "probe/energy_rank_99": float(2 * r),
+            "alignment": 0.2,
+            "uniformity": -2.0,
+            "loss/total": 0.1,
+            "lr": 3e-5,
+            "phase_online": 1,
+        }
+        for s, r, d in zip(STEPS, rank, dev)
+    ]
     rows = [{**r, "kind": "eval", "trial_id": trial_id, "training_iteration": i + 1, "config": cell} for i, r in enumerate(records)]
     if final is not None:
         rows.append({"kind": "final", "step": 200, "trial_id": trial_id, **{f"final/{k}": v for k, v in final.items()}})
@@ -50,7 +71,9 @@ def write_tune_trial(root: Path, trial_id: str, cell: dict, rank: np.ndarray, de
         rows.insert(5, stale)
     (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
     if error:
-        (folder / "error.txt").write_text(f"Failure # 1 (occurred at 2026-12-01)\nTraceback (most recent call last):\n  File \"x.py\", line 1\nRuntimeError: {error}\n")
+        (folder / "error.txt").write_text(
+            f'Failure # 1 (occurred at 2026-12-01)\nTraceback (most recent call last):\n  File "x.py", line 1\nRuntimeError: {error}\n'
+        )
     return folder
 
 
@@ -58,7 +81,17 @@ def write_tune_trial(root: Path, trial_id: str, cell: dict, rank: np.ndarray, de
 def experiment(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("exp") / "synthetic"
     (root / ".rankcse").mkdir(parents=True)
-    (root / ".rankcse" / "sweep.json").write_text(json.dumps({"spec": {"name": "synthetic", "grid": {"method": [], "rr_coef": [], "rr_schedule": [], "seed": []}, "train": {"model": "default"}}}))
+    (root / ".rankcse" / "sweep.json").write_text(
+        json.dumps(
+            {
+                "spec": {
+                    "name": "synthetic",
+                    "grid": {"method": [], "rr_coef": [], "rr_schedule": [], "seed": []},
+                    "train": {"model": "default"},
+                }
+            }
+        )
+    )
     truth = {}
     n = 0
     for method in ("simcse", "mixcse"):
@@ -76,14 +109,28 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> dict:
                 truth[trial_id] = {"cell": cell, "peak": peak, "best": best, "rank": rank, "dev": dev, "final": final}
                 n += 1
     rank, dev = curves(100, 150, 9, 0.0)
-    write_tune_trial(root, "abcde_99998", {"method": "simcse", "rr_coef": 0.0, "rr_schedule": "always", "seed": 9}, rank, dev, None, error="CUDA out of memory")
+    write_tune_trial(
+        root,
+        "abcde_99998",
+        {"method": "simcse", "rr_coef": 0.0, "rr_schedule": "always", "seed": 9},
+        rank,
+        dev,
+        None,
+        error="CUDA out of memory",
+    )
     bad = root / "abcde_99999_broken"
     bad.mkdir()
     (bad / "params.json").write_text("{not json")
     (bad / "result.json").write_text("")
     out = root.parent / "out"
     result = aggregate(root, out, rank_metric="erank_vne", window=1, n_boot=300)
-    return {"root": root, "out": out, "truth": truth, "result": result, "tables": {n: pd.read_parquet(out / f"{n}.parquet") for n in ("steps", "trials", "summary", "correlations")}}
+    return {
+        "root": root,
+        "out": out,
+        "truth": truth,
+        "result": result,
+        "tables": {n: pd.read_parquet(out / f"{n}.parquet") for n in ("steps", "trials", "summary", "correlations")},
+    }
 
 
 def test_counts_errors_and_skipped_folders(experiment):
@@ -143,8 +190,14 @@ def test_phase_correlations_have_the_built_signs_and_numpy_values(experiment):
             xs.append(t["rank"][inside])
             ys.append(t["dev"][inside])
         x, y = np.concatenate(xs), np.concatenate(ys)
-        row = corr[(corr["analysis"] == "rank_vs_stsb_dev") & (corr["rank_metric"] == "probe/erank_vne") & (corr["phase"] == phase)
-                   & (corr["scope"] == "method") & (corr["method"] == "simcse") & (corr["subset"] == "all")].iloc[0]
+        row = corr[
+            (corr["analysis"] == "rank_vs_stsb_dev")
+            & (corr["rank_metric"] == "probe/erank_vne")
+            & (corr["phase"] == phase)
+            & (corr["scope"] == "method")
+            & (corr["method"] == "simcse")
+            & (corr["subset"] == "all")
+        ].iloc[0]
         assert row["n"] == x.size and row["pearson_r"] == pytest.approx(np.corrcoef(x, y)[0, 1])
         assert (row["pearson_r"] > 0) == (phase == 1) and row["pearson_ci_low"] <= row["pearson_r"] <= row["pearson_ci_high"]
 
@@ -178,8 +231,10 @@ def test_smoothing_ignores_a_one_evaluation_spike(tmp_path):
     rank, dev = curves(120, 180, 0, 0.0)
     rank = rank.copy()
     rank[3] = rank.max() + 5  # a single noisy evaluation above the real peak
-    write_tune_trial(root, "fffff_00000", {"method": "simcse", "rr_coef": 0.0, "rr_schedule": "always", "seed": 0}, rank, dev, {"stsb": 0.7, "avg": 0.7})
-    smoothed = np.array([rank[max(0, i - 1): i + 2].mean() for i in range(rank.size)])  # centred window of 3, shrinking at the ends
+    write_tune_trial(
+        root, "fffff_00000", {"method": "simcse", "rr_coef": 0.0, "rr_schedule": "always", "seed": 0}, rank, dev, {"stsb": 0.7, "avg": 0.7}
+    )
+    smoothed = np.array([rank[max(0, i - 1) : i + 2].mean() for i in range(rank.size)])  # centred window of 3, shrinking at the ends
     raw = aggregate(root, tmp_path / "raw", window=1, n_boot=50, figures=False)
     smooth = aggregate(root, tmp_path / "smooth", window=3, n_boot=50, figures=False)
     assert raw.files and smooth.files
@@ -192,8 +247,13 @@ def test_plain_train_runs_are_read_too(tmp_path):
     run = tmp_path / "runs" / "simcse-seed0"
     run.mkdir(parents=True)
     rank, dev = curves(50, 120, 0, 0.0)
-    (run / "config.json").write_text(json.dumps({"method": "simcse", "rr_coef": 0.0, "rr_schedule": "always", "seed": 0, "model": "default"}))
-    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": int(s), "stsb_dev": float(d), "probe/erank_vne": float(r)}) + "\n" for s, r, d in zip(STEPS, rank, dev)) + '{"step": 21')
+    (run / "config.json").write_text(
+        json.dumps({"method": "simcse", "rr_coef": 0.0, "rr_schedule": "always", "seed": 0, "model": "default"})
+    )
+    (run / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": int(s), "stsb_dev": float(d), "probe/erank_vne": float(r)}) + "\n" for s, r, d in zip(STEPS, rank, dev))
+        + '{"step": 21'
+    )
     (run / "final.json").write_text(json.dumps({"stsb": 0.75, "avg": 0.75, "steps": 200}))
     result = aggregate(tmp_path / "runs", tmp_path / "out", n_boot=50, figures=False)
     trials = pd.read_parquet(tmp_path / "out" / "trials.parquet")
@@ -214,8 +274,14 @@ def test_probing_accuracy_flows_into_the_tables_by_phase(tmp_path):
     root = tmp_path / "probed"
     rank, dev = curves(60, 150, 0, 0.0)
     probed_at = {0: 0.40, 40: 0.55, 60: 0.60, 100: 0.58, 140: 0.52, 200: 0.50}  # steps where probing ran -> sentlen_gen accuracy
-    folder = write_tune_trial(root, "ppppp_00000", {"method": "simcse", "rr_coef": 0.0, "rr_schedule": "always", "seed": 0}, rank, dev,
-                              {"stsb": 0.7, "avg": 0.7, "probing/sentlen_gen": 0.61})
+    folder = write_tune_trial(
+        root,
+        "ppppp_00000",
+        {"method": "simcse", "rr_coef": 0.0, "rr_schedule": "always", "seed": 0},
+        rank,
+        dev,
+        {"stsb": 0.7, "avg": 0.7, "probing/sentlen_gen": 0.61},
+    )
     lines = [json.loads(x) for x in (folder / "run" / "metrics.jsonl").read_text().splitlines()]
     for record in lines:
         record["probing/sentlen_gen"] = probed_at.get(record["step"])

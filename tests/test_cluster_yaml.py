@@ -72,7 +72,7 @@ def test_shipped_cluster_yaml_pins_the_installed_ray(config: dict[str, Any]) -> 
 def test_shipped_cluster_yaml_sets_up_the_project(config: dict[str, Any]) -> None:
     assert config["file_mounts"] == {"~/rankcse": "."}
     setup = "\n".join(config["setup_commands"])
-    assert "pip install -q \"torch" in setup and "pip install -q -e ~/rankcse" in setup
+    assert 'pip install -q "torch' in setup and "pip install -q -e ~/rankcse" in setup
     assert "test -s ~/data/wiki1m_for_simcse.txt" in setup
     assert "princeton-nlp/datasets-for-simcse/resolve/main/wiki1m_for_simcse.txt" in setup
     assert "/mnt/shared" in CLUSTER_YAML.read_text(encoding="utf-8")  # the (commented) shared-storage mount

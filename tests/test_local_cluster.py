@@ -27,10 +27,15 @@ TIMING = ("train_seconds", "eval_seconds", "probing_seconds")
 
 
 def _env(folder: Path) -> dict[str, str]:
-    env = {**os.environ, "RANKCSE_LOCAL_CLUSTER_DIR": str(folder), "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
-           # Ray lowers its workers' priority by 15 (to 19 under a niced test): on a busy machine they then barely run.
-           "RAY_worker_niceness": "0"}
+    env = {
+        **os.environ,
+        "RANKCSE_LOCAL_CLUSTER_DIR": str(folder),
+        "RAY_AUTH_MODE": "disabled",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        # Ray lowers its workers' priority by 15 (to 19 under a niced test): on a busy machine they then barely run.
+        "RAY_worker_niceness": "0",
+    }
     env.pop("RAY_ADDRESS", None)
     return env
 
@@ -49,7 +54,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
     code = "import ray, sys; ray.init(address='local', num_cpus=1, include_dashboard=False); print('ready', flush=True); sys.stdin.read()"
     bystander = subprocess.Popen(
         [sys.executable, "-c", code],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=by_env, start_new_session=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=by_env,
+        start_new_session=True,
     )
     assert bystander.stdout.readline().strip() == "ready"
     started = time.monotonic()
@@ -98,20 +107,68 @@ def _trials(exp: Path) -> dict[str, list[dict]]:
 
 
 def _sweep_args(model: Path, storage: Path, name: str, out: Path) -> list[str]:
-    return ["--preset", "smoke", "--model", str(model), "--methods", "simcse", "--rr-coefs", "0", "0.1", "--seeds", "0", "1",
-            "--max-steps", str(MAX_STEPS), "--eval-every", str(EVAL_EVERY), "--set", "probe_size=64", "--set", "final_tasks=[stsb]",
-            "--set", "batch_size=8", "--storage-path", str(storage), "--name", name, "--output-dir", str(out)]
+    return [
+        "--preset",
+        "smoke",
+        "--model",
+        str(model),
+        "--methods",
+        "simcse",
+        "--rr-coefs",
+        "0",
+        "0.1",
+        "--seeds",
+        "0",
+        "1",
+        "--max-steps",
+        str(MAX_STEPS),
+        "--eval-every",
+        str(EVAL_EVERY),
+        "--set",
+        "probe_size=64",
+        "--set",
+        "final_tasks=[stsb]",
+        "--set",
+        "batch_size=8",
+        "--storage-path",
+        str(storage),
+        "--name",
+        name,
+        "--output-dir",
+        str(out),
+    ]
 
 
 def test_node_loss_resumes_trials_on_another_node_with_the_same_numbers(cluster, tiny_model_dir, tmp_path):
     env, state = cluster["env"], _state(cluster["folder"])
     exp = tmp_path / "ray" / "nodeloss"
     # The same 4 cells uninterrupted on one local node (CPU), run alongside: the reference numbers.
-    reference = subprocess.Popen([*SWEEP, *_sweep_args(tiny_model_dir, tmp_path / "ray", "single", tmp_path / "single"),
-                                  "--address", "local"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    driver = subprocess.Popen([*SWEEP, *_sweep_args(tiny_model_dir, tmp_path / "ray", "nodeloss", tmp_path / "out"),
-                               "--address", state["address"], "--gpus-per-trial", "0.5", "--allow-cpu-on-gpu", "--max-failures", "2"],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    reference = subprocess.Popen(
+        [*SWEEP, *_sweep_args(tiny_model_dir, tmp_path / "ray", "single", tmp_path / "single"), "--address", "local"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    driver = subprocess.Popen(
+        [
+            *SWEEP,
+            *_sweep_args(tiny_model_dir, tmp_path / "ray", "nodeloss", tmp_path / "out"),
+            "--address",
+            state["address"],
+            "--gpus-per-trial",
+            "0.5",
+            "--allow-cpu-on-gpu",
+            "--max-failures",
+            "2",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     os.environ[local_cluster.DIR_ENV] = str(cluster["folder"])
     try:
         victim, deadline = None, time.monotonic() + 420
@@ -133,8 +190,11 @@ def test_node_loss_resumes_trials_on_another_node_with_the_same_numbers(cluster,
             except ProcessLookupError:
                 pass
         killed_at = time.time()
-        moved = {name: [r for r in rows if r.get("kind") == "eval"][-1]["step"] for name, rows in _trials(exp).items()
-                 if rows and rows[-1].get("node_id") == victim}
+        moved = {
+            name: [r for r in rows if r.get("kind") == "eval"][-1]["step"]
+            for name, rows in _trials(exp).items()
+            if rows and rows[-1].get("node_id") == victim
+        }
     finally:
         del os.environ[local_cluster.DIR_ENV]
     out, _ = driver.communicate(timeout=600)
@@ -167,8 +227,9 @@ def test_node_loss_resumes_trials_on_another_node_with_the_same_numbers(cluster,
     merged = steps.merge(single, on=key, suffixes=("", "_single"))
     assert len(merged) == len(steps) == len(single) and len(numbers) > 10
     for column in numbers:
-        np.testing.assert_allclose(merged[column].to_numpy(float), merged[f"{column}_single"].to_numpy(float),
-                                   rtol=1e-9, atol=0, equal_nan=True, err_msg=column)
+        np.testing.assert_allclose(
+            merged[column].to_numpy(float), merged[f"{column}_single"].to_numpy(float), rtol=1e-9, atol=0, equal_nan=True, err_msg=column
+        )
     final = ["stsb", "best_step", "best_stsb_dev"]
     single_trials = pd.read_parquet(tmp_path / "single" / "trials.parquet")
     both = trials_table.merge(single_trials, on=["method", "rr_coef", "seed"], suffixes=("", "_single"))
@@ -179,9 +240,21 @@ def test_node_loss_resumes_trials_on_another_node_with_the_same_numbers(cluster,
 def test_a_fake_gpu_without_the_opt_in_fails_at_once_naming_the_cause(cluster, tiny_model_dir, tmp_path):
     state = _state(cluster["folder"])
     started = time.monotonic()
-    proc = subprocess.run([*SWEEP, *_sweep_args(tiny_model_dir, tmp_path / "ray", "nocuda", tmp_path / "out"),
-                           "--address", state["address"], "--gpus-per-trial", "0.5"],
-                          cwd=ROOT, env=cluster["env"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            *SWEEP,
+            *_sweep_args(tiny_model_dir, tmp_path / "ray", "nocuda", tmp_path / "out"),
+            "--address",
+            state["address"],
+            "--gpus-per-trial",
+            "0.5",
+        ],
+        cwd=ROOT,
+        env=cluster["env"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     elapsed = time.monotonic() - started
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]

@@ -51,8 +51,24 @@ def _untimed(records: list[dict]) -> list[dict]:
 
 
 def _train_args(model: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--model", str(model), "--train-file", str(corpus), "--batch-size", "8", "--probe-size", "16", "--log-every", "100",
-            "--data-dir", str(SMALL_DATA), "--output-dir", str(out), *extra]
+    return [
+        "train",
+        "--model",
+        str(model),
+        "--train-file",
+        str(corpus),
+        "--batch-size",
+        "8",
+        "--probe-size",
+        "16",
+        "--log-every",
+        "100",
+        "--data-dir",
+        str(SMALL_DATA),
+        "--output-dir",
+        str(out),
+        *extra,
+    ]
 
 
 SMALL_DATA = Path("/nonexistent")  # set by the small_senteval fixture
@@ -83,8 +99,15 @@ def wide_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     folder = tmp_path_factory.mktemp("wide_bert")
     tokenizer = AutoTokenizer.from_pretrained(str(packaged_model_path()))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                        max_position_embeddings=128, initializer_range=1.0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        initializer_range=1.0,
+    )
     torch.manual_seed(0)
     BertModel(config, add_pooling_layer=False).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -96,8 +119,10 @@ def scene(tmp_path_factory, tiny_model_dir, tiny_corpus) -> dict[str, Path]:
     """A finished run to protect, and the broken inputs of the table below."""
     root = tmp_path_factory.mktemp("bad_inputs")
     good = root / "good"
-    assert main(_train_args(tiny_model_dir, tiny_corpus, good, "--max-steps", "2", "--eval-every", "2", "--final-tasks", "none",
-                            "--quiet")) == 0
+    assert (
+        main(_train_args(tiny_model_dir, tiny_corpus, good, "--max-steps", "2", "--eval-every", "2", "--final-tasks", "none", "--quiet"))
+        == 0
+    )
     (root / "bad.yaml").write_text("max_steps: [1\n  oops: :\n")
     (root / "badtype.yaml").write_text("eval_batch_size: abc\n")
     (root / "binary.bin").write_bytes(b"\xff\xfe\xfd" * 100 + b"\n" + bytes(range(128, 256)) * 8 + b"\nok line\n")
@@ -145,8 +170,11 @@ def _cases(model: Path, corpus: Path, s: dict[str, Path]) -> list[tuple[str, lis
         ("train", tr + ["--train-file", str(root / "binary.bin")], "is mostly undecodable: 2 of 3 non-blank line(s) are not UTF-8"),
         ("train", _train_args(model, corpus, root / "a_file", "--max-steps", "2"), "is a file; pass a folder"),
         ("train", tr[:-1], "already holds a run"),
-        ("train", _train_args(model, corpus, s["evil"], "--max-steps", "2", "--eval-every", "1", "--final-tasks", "none", "--resume"),
-         "cannot be read safely"),
+        (
+            "train",
+            _train_args(model, corpus, s["evil"], "--max-steps", "2", "--eval-every", "1", "--final-tasks", "none", "--resume"),
+            "cannot be read safely",
+        ),
         ("sweep", sw + ["--set", "max_steps=abc"], "setting 'max_steps' must be a whole number, got 'abc'"),
         ("sweep", sw + ["--grid", "seed=[a,b]"], "setting 'seed' must be a whole number, got 'a'"),
         ("sweep", sw + ["--max-steps", "-1"], "max_steps must be >= 1"),
@@ -187,8 +215,12 @@ def test_resume_without_a_checkpoint_says_so(caplog, tiny_model_dir, tiny_corpus
     out.mkdir()
     (out / "metrics.jsonl").write_text('{"step": 0}\n')  # killed before its first checkpoint
     with caplog.at_level("WARNING", logger="rankcse"):
-        assert main(_train_args(tiny_model_dir, tiny_corpus, out, "--max-steps", "2", "--eval-every", "2", "--final-tasks", "none",
-                                "--resume")) == 0
+        assert (
+            main(
+                _train_args(tiny_model_dir, tiny_corpus, out, "--max-steps", "2", "--eval-every", "2", "--final-tasks", "none", "--resume")
+            )
+            == 0
+        )
     assert "holds no whole resume checkpoint" in caplog.text and "starting again from step 0" in caplog.text
     assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [0, 2]
 
@@ -199,6 +231,7 @@ def test_resume_without_a_checkpoint_says_so(caplog, tiny_model_dir, tiny_corpus
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory, tiny_model_dir, tiny_corpus) -> tuple[list[str], Path]:
     """The argv of the interrupted runs below, and the uninterrupted run made with it."""
+
     def argv(out: Path) -> list[str]:
         return _train_args(tiny_model_dir, tiny_corpus, out, "--max-steps", "8", "--eval-every", "2", "--final-tasks", "sts13", "--quiet")
 
@@ -262,8 +295,9 @@ def test_a_failed_checkpoint_write_keeps_the_last_one_and_resume_continues(strai
 
 def test_a_collapsing_run_stops_with_status_3_and_is_listed(capsys, wide_model_dir, tiny_corpus, tmp_path) -> None:
     out = tmp_path / "runs" / "collapse"
-    argv = _train_args(wide_model_dir, tiny_corpus, out, "--max-steps", "30", "--eval-every", "3", "--final-tasks", "sts13",
-                       "--learning-rate", "1000")
+    argv = _train_args(
+        wide_model_dir, tiny_corpus, out, "--max-steps", "30", "--eval-every", "3", "--final-tasks", "sts13", "--learning-rate", "1000"
+    )
     assert main(argv) == 3
     err = _error_lines(capsys)
     assert len(err) == 1 and err[0].startswith("rankcse: error: representation collapsed at step ") and "lower --learning-rate" in err[0]

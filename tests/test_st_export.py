@@ -12,8 +12,8 @@ import shutil
 
 import pytest
 import torch
-from support import tiny_config
 from sentence_transformers import SentenceTransformer
+from support import tiny_config
 
 from rankcse import checkpoint as ckpt
 from rankcse.build import build_method, load_for_eval
@@ -90,8 +90,15 @@ def test_mean_pooler_and_cls_with_the_mlp_round_trip(tmp_path, tiny_model_dir, t
 
 
 def test_promptbert_with_denoising_round_trips(tmp_path, tiny_model_dir, tiny_corpus, dev_sentences):
-    cfg = tiny_config(tiny_model_dir, tiny_corpus, method="promptbert", method_args={"eval_denoise": True, "eval_add_period": False},
-                      max_steps=2, eval_every=2, probe_size=64)
+    cfg = tiny_config(
+        tiny_model_dir,
+        tiny_corpus,
+        method="promptbert",
+        method_args={"eval_denoise": True, "eval_add_period": False},
+        max_steps=2,
+        eval_every=2,
+        probe_size=64,
+    )
     best = run(cfg, tmp_path / "run").output_dir / "best"
     assert json.loads((best / "sentence_bert_config.json").read_text())["denoise"] is True
     assert_same_embeddings(best, dev_sentences)
@@ -122,8 +129,14 @@ def test_the_default_model_round_trips(tmp_path, dev_sentences):
     """The packaged MiniLM (BERT-like, 384-d, 512 positions) saved as a SimCSE checkpoint (training it is covered on the tiny model)."""
     cfg = TrainConfig(method="simcse").resolved()
     method = build_method(cfg, training=False)
-    meta = {"method": "simcse", "eval_representation": method.eval_representation, "representation": method.representation_spec(),
-            "train_config": cfg.to_dict(), "step": 0, "stsb_dev": None}
+    meta = {
+        "method": "simcse",
+        "eval_representation": method.eval_representation,
+        "representation": method.representation_spec(),
+        "train_config": cfg.to_dict(),
+        "step": 0,
+        "stsb_dev": None,
+    }
     ckpt.save_model(method, tmp_path / "best", meta, {})
     assert json.loads((tmp_path / "best" / "sentence_bert_config.json").read_text())["max_seq_length"] == 512
     assert_same_embeddings(tmp_path / "best", dev_sentences)

@@ -27,14 +27,51 @@ def expected_steps(key: str) -> list[int]:
 def sweep(tiny_model_dir, tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("trackers")
     ray_tmp = Path(f"/tmp/rt15_{os.getpid()}")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true", "RAY_TMPDIR": str(ray_tmp),
-           "RAY_AUTH_MODE": "disabled"}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "RAY_TMPDIR": str(ray_tmp),
+        "RAY_AUTH_MODE": "disabled",
+    }
     env.pop("RAY_ADDRESS", None)
     args = [
-        sys.executable, str(ROOT / "rayjobs" / "sweep.py"), "--preset", "smoke", "--methods", "simcse", "--rr-coefs", "0", "0.1",
-        "--seeds", "0", "--model", str(tiny_model_dir), "--max-steps", "2", "--eval-every", "2", "--set", "probe_size=64",
-        "--set", "batch_size=8", "--set", "final_tasks=[stsb]", "--name", "tracked", "--storage-path", str(base / "ray"),
-        "--output-dir", str(base / "out"), "--address", "local", "--mlflow", f"file:{base / 'mlruns'}", "--wandb", "rankcse-test",
+        sys.executable,
+        str(ROOT / "rayjobs" / "sweep.py"),
+        "--preset",
+        "smoke",
+        "--methods",
+        "simcse",
+        "--rr-coefs",
+        "0",
+        "0.1",
+        "--seeds",
+        "0",
+        "--model",
+        str(tiny_model_dir),
+        "--max-steps",
+        "2",
+        "--eval-every",
+        "2",
+        "--set",
+        "probe_size=64",
+        "--set",
+        "batch_size=8",
+        "--set",
+        "final_tasks=[stsb]",
+        "--name",
+        "tracked",
+        "--storage-path",
+        str(base / "ray"),
+        "--output-dir",
+        str(base / "out"),
+        "--address",
+        "local",
+        "--mlflow",
+        f"file:{base / 'mlruns'}",
+        "--wandb",
+        "rankcse-test",
     ]
     try:
         proc = subprocess.run(args, capture_output=True, text=True, timeout=2400, env=env, cwd=ROOT)
