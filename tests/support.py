@@ -55,8 +55,11 @@ SENTENCES = [
 ]
 
 
-def save_tiny_bert(folder: Path, dropout: float = 0.1, mlm_head: bool = False, seed: int = 0) -> Path:
-    """A 2-layer, 32-dim BERT with random weights and the packaged tokenizer (``mlm_head``: a BertForMaskedLM checkpoint)."""
+def save_tiny_bert(folder: Path, dropout: float = 0.1, mlm_head: bool = False, seed: int = 0, init_std: float = 0.02) -> Path:
+    """A 2-layer, 32-dim BERT with random weights and the packaged tokenizer (``mlm_head``: a BertForMaskedLM checkpoint).
+
+    ``init_std`` is the weights' initial std (Hugging Face's default 0.02; wider gives a higher starting rank).
+    """
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertModel
 
     tokenizer = AutoTokenizer.from_pretrained(str(packaged_model_path()))
@@ -69,6 +72,7 @@ def save_tiny_bert(folder: Path, dropout: float = 0.1, mlm_head: bool = False, s
         max_position_embeddings=128,
         hidden_dropout_prob=dropout,
         attention_probs_dropout_prob=dropout,
+        initializer_range=init_std,
     )
     torch.manual_seed(seed)
     model = BertForMaskedLM(config) if mlm_head else BertModel(config, add_pooling_layer=False)

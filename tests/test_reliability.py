@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from support import read_jsonl
+from support import read_jsonl, save_tiny_bert
 
 from rankcse import checkpoint as ckpt
 from rankcse.cli import build_parser, config_from_args, main
@@ -93,25 +93,7 @@ def small_senteval(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def wide_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny BERT initialised wide (std 1.0) so its step-0 probe rank is above MIN_START_RANK: collapse can be detected."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from rankcse.paths import packaged_model_path
-
-    folder = tmp_path_factory.mktemp("wide_bert")
-    tokenizer = AutoTokenizer.from_pretrained(str(packaged_model_path()))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        initializer_range=1.0,
-    )
-    torch.manual_seed(0)
-    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_bert(tmp_path_factory.mktemp("wide_bert"), init_std=1.0)
 
 
 @pytest.fixture(scope="module")
