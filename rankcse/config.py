@@ -72,8 +72,10 @@ class TrainConfig:
     rr_kind: str = "vne"
     rr_on: str = "z1_post_mlp"
     rr_schedule: str = "always"
-    peak_patience: int = 3
-    peak_drop: float = 0.02
+    peak_patience: int = 3  # after_peak detector: evaluations below the level that declare a fall
+    peak_drop: float = 0.02  # ... or one evaluation this fraction below it
+    peak_plateau: int = 2  # ... or this many evaluations without a rise (0 = wait for a fall)
+    peak_tolerance: float = 0.01  # a rise must exceed this fraction of the level (and 1 for an integer rank)
     # linguistic probing and transfer tasks (rankcse/evaluation/probing.py, transfer.py)
     probing_tasks: list[str] = field(default_factory=list)  # e.g. [generated] (surrogates) or [senteval]; empty = off
     probing_every_evals: int = 4  # fast probe every N evaluations and at the last step; 0 = only the final checkpoint
@@ -191,6 +193,8 @@ class TrainConfig:
             f"unknown device {self.device!r}: use auto, cpu, cuda or cuda:N",
         )
         need(self.peak_patience >= 1 and 0 < self.peak_drop < 1, "peak_patience must be >= 1 and peak_drop in (0, 1)")
+        need(self.peak_plateau >= 0, f"peak_plateau must be >= 0 (0 = no plateau rule), got {self.peak_plateau}")
+        need(0 <= self.peak_tolerance < 1, f"peak_tolerance must be in [0, 1), got {self.peak_tolerance}")
         need(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
         need(self.checkpoint_every_evals >= 0, "checkpoint_every_evals must be >= 0 (0 = no resume checkpoints)")
         need(not (self.train_file and self.train_dataset), "give either train_file or train_dataset, not both")

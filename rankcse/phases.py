@@ -7,7 +7,7 @@ watches the series as it is evaluated, for the phase-aware RR schedule ``after_p
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -66,45 +66,75 @@ def split_phases(rank: Sequence[float], score: Sequence[float], window: int = 1,
     )
 
 
+#: Rank notions that take whole-number values: they cannot rise or fall by less than 1.
+INTEGER_METRICS = frozenset({"energy_rank_99", "energy_rank_95", "energy_rank_90", "numerical_rank"})
+
+
+def metric_resolution(metric: str) -> float:
+    """The smallest change of ``metric`` that is not rounding: 1 for the integer ranks, 0 for continuous ones."""
+    return 1.0 if metric in INTEGER_METRICS else 0.0
+
+
 @dataclass
 class PeakDetector:
-    """Online detector of the rank peak.
+    """Online detector of the rank peak, for the ``after_peak`` RR schedule.
 
-    Declares the peak once the smoothed rank (trailing mean of ``window`` evaluations) has been
-    below its running maximum for ``patience`` consecutive evaluations, or has fallen more than
-    ``drop`` (a fraction) below it. ``peak_step`` is the step of the running maximum at that time.
+    A *rise* is an evaluation above the current level (the last risen-to value) by more than the margin,
+    ``max(resolution, tolerance * level)``: an integer rank cannot rise by less than 1, and a rank that creeps up by
+    under ``tolerance`` (a fraction) per evaluation has stopped rising in any sense that matters here. The peak is
+    declared at the first of:
+
+    - a *plateau*: ``plateau`` consecutive evaluations without a rise (0 switches this off);
+    - a *fall*: ``patience`` consecutive evaluations below the level by more than the margin;
+    - a *drop*: one evaluation more than ``drop`` (a fraction) below the level.
+
+    ``peak_step`` is the step of the last rise (where the rank stopped rising), ``detected_at`` the evaluation
+    that declared it, ``reason`` which rule fired. Raw values are used: a trailing mean would delay every
+    rule by half its window, and the margin already absorbs the metric's jitter.
     """
 
     patience: int = 3
     drop: float = 0.02
-    window: int = 3
-    history: list[float] = field(default_factory=list)
-    best_value: float = float("-inf")
-    best_step: int | None = None
+    plateau: int = 2
+    tolerance: float = 0.01
+    resolution: float = 0.0
+    level: float | None = None
+    level_step: int | None = None
+    flat: int = 0
     below: int = 0
     peak_step: int | None = None
     detected_at: int | None = None
+    reason: str | None = None
+
+    def margin(self) -> float:
+        """How far a value must move from the level to count as a rise or a fall."""
+        return max(self.resolution, self.tolerance * abs(self.level or 0.0))
 
     def update(self, step: int, value: float) -> bool:
-        """Feed one evaluation; return True exactly once, at the evaluation that detects the peak."""
+        """Feed one evaluation; return True exactly once, at the evaluation that declares the peak."""
         if self.peak_step is not None:
             return False
-        self.history.append(float(value))
-        smoothed = float(np.mean(self.history[-self.window :]))
-        if smoothed > self.best_value:
-            self.best_value, self.best_step, self.below = smoothed, step, 0
+        value = float(value)
+        if self.level is None or value > self.level + self.margin():
+            self.level, self.level_step, self.flat, self.below = value, step, 0, 0
             return False
-        self.below += 1
-        fell_far = self.best_value > 0 and smoothed < (1.0 - self.drop) * self.best_value
-        if self.below >= self.patience or fell_far:
-            self.peak_step, self.detected_at = self.best_step, step
-            return True
-        return False
+        self.flat += 1
+        self.below = self.below + 1 if value < self.level - self.margin() else 0
+        if self.level > 0 and value < (1.0 - self.drop) * self.level:
+            self.reason = "drop"
+        elif self.below >= self.patience:
+            self.reason = "fall"
+        elif self.plateau and self.flat >= self.plateau:
+            self.reason = "plateau"
+        else:
+            return False
+        self.peak_step, self.detected_at = self.level_step, step
+        return True
 
     def state_dict(self) -> dict:
         """Plain-data state for checkpoints."""
         return dict(self.__dict__)
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore from :meth:`state_dict`."""
-        self.__dict__.update(state)
+        """Restore from :meth:`state_dict` (keys of an older detector's state are ignored)."""
+        self.__dict__.update({key: value for key, value in state.items() if key in self.__dict__})

@@ -45,7 +45,7 @@ from rankcse.io import (
     write_text_atomic,
 )
 from rankcse.methods import Method
-from rankcse.phases import PHASE_1, PHASE_2, PeakDetector
+from rankcse.phases import PHASE_1, PHASE_2, PeakDetector, metric_resolution
 from rankcse.rank import rank_metrics
 from rankcse.rr import RRSchedule, rr_entropy
 from rankcse.st_export import needs_custom_module
@@ -263,6 +263,17 @@ def _clean(record: dict[str, Any]) -> dict[str, Any]:
 # -- the run --------------------------------------------------------------------------------------
 
 
+def build_detector(cfg: TrainConfig) -> PeakDetector:
+    """The online peak detector of a run, its margin set by the phase metric's resolution."""
+    return PeakDetector(
+        patience=cfg.peak_patience,
+        drop=cfg.peak_drop,
+        plateau=cfg.peak_plateau,
+        tolerance=cfg.peak_tolerance,
+        resolution=metric_resolution(cfg.phase_metric),
+    )
+
+
 class Trainer:
     """One training run; use :func:`run` unless you need the pieces."""
 
@@ -300,7 +311,7 @@ class Trainer:
         self.scheduler = linear_schedule(self.optimizer, cfg.warmup_steps, self.total_steps)
         # Loss scaling only for fp16; a disabled scaler passes every call through, so there is one step path.
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.state = _State(detector=PeakDetector(cfg.peak_patience, cfg.peak_drop))
+        self.state = _State(detector=build_detector(cfg))
         self.window = _Window()
         self.records: list[dict[str, Any]] = []
         if clear:
@@ -447,7 +458,7 @@ class Trainer:
                 self._save_best()
         if s.detector.update(s.step, values[f"probe/{cfg.phase_metric}"]) and self.schedule.kind == "after_peak":
             s.rr_switch_step = s.step
-            log.info("rank peak detected at step %s (seen at step %d): RR switches on", s.detector.peak_step, s.step)
+            log.info("rank peak (%s) at step %s, declared at step %d: RR switches on", s.detector.reason, s.detector.peak_step, s.step)
 
     def _record(self, values: dict[str, Any], eval_seconds: float) -> dict[str, Any]:
         """The evaluation record: training progress, the window's step means, the measurements, best and phase."""

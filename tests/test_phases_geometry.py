@@ -38,13 +38,37 @@ def test_smoothing_removes_a_one_eval_spike() -> None:
     assert smooth([1, 2, 3], 1).tolist() == [1, 2, 3]
 
 
-def test_peak_detector_patience_and_drop() -> None:
-    det = PeakDetector(patience=2, drop=0.5, window=1)
+def test_peak_detector_fall_and_drop() -> None:
+    det = PeakDetector(patience=2, drop=0.5, plateau=0, tolerance=0.0)
     fired = [det.update(step, v) for step, v in zip(range(0, 70, 10), [5, 8, 9, 8.9, 8.8, 7, 6])]
     assert fired == [False, False, False, False, True, False, False]
-    assert det.peak_step == 20 and det.detected_at == 40
-    det = PeakDetector(patience=10, drop=0.1, window=1)
+    assert (det.peak_step, det.detected_at, det.reason) == (20, 40, "fall")
+    det = PeakDetector(patience=10, drop=0.1, plateau=0, tolerance=0.0)
     assert [det.update(s, v) for s, v in enumerate([5, 9, 7.9])] == [False, False, True]
+    assert det.reason == "drop"
+
+
+def test_peak_detector_plateau_of_an_integer_rank() -> None:
+    # The offline default's energy rank: a fast rise, then integer jitter at 259-260 that never falls.
+    det = PeakDetector(plateau=2, tolerance=0.0, resolution=1.0)
+    fired = [det.update(step, v) for step, v in zip(range(0, 175, 25), [236, 257, 259, 260, 259, 260, 260])]
+    assert fired == [False, False, False, False, True, False, False]
+    assert (det.peak_step, det.detected_at, det.reason) == (50, 100, "plateau")
+    # Without the plateau rule the same series never declares a peak: it never falls by more than 1.
+    det = PeakDetector(plateau=0, tolerance=0.0, resolution=1.0)
+    assert not any(det.update(step, v) for step, v in zip(range(0, 175, 25), [236, 257, 259, 260, 259, 260, 260]))
+
+
+def test_peak_detector_tolerance_and_resume_state() -> None:
+    # A creep of under 1 % per evaluation is no rise; the level only moves on a real rise.
+    det = PeakDetector(plateau=3, tolerance=0.01)
+    for step, v in zip(range(0, 50, 10), [100.0, 120.0, 120.5, 121.0, 122.5]):
+        det.update(step, v)
+    assert det.level == 122.5 and det.flat == 0  # 122.5 > 120 + 1.2: a rise
+    copy = PeakDetector(plateau=3, tolerance=0.01)
+    copy.load_state_dict(det.state_dict())
+    assert [copy.update(s, v) for s, v in [(50, 123.0), (60, 122.0), (70, 123.6)]] == [False, False, True]
+    assert (copy.peak_step, copy.reason) == (40, "plateau")
 
 
 def test_rr_schedules() -> None:
