@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from rankcse.errors import ConfigError
+from rayjobs import ray_compat
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "cluster-local.yaml"
@@ -40,6 +41,8 @@ WORKER_TYPE = "ray.worker.gpu"
 STATE_FILE = "state.json"
 START_TIMEOUT = 120.0
 GRACE_SECONDS = 3.0
+#: What a cluster without ray[default]'s dashboard packages lacks, and how to get it (printed by ``up`` and ``status``).
+NO_DASHBOARD = "dashboard: off ({why}): no web UI and no `ray job submit`; for them: pip install -e '.[dashboard]'"
 
 
 def state_dir() -> Path:
@@ -142,6 +145,12 @@ def _start(max_workers: int, cpus_per_worker: float, gpus_per_worker: float, tim
     gcs, dashboard, client, agent_http, agent_grpc, runtime_env, metrics, node_manager, object_manager, autoscaler = free_ports(10)
     config_path = folder / "cluster.yaml"
     config_path.write_text(yaml.safe_dump(cluster_config(max_workers, cpus_per_worker, gpus_per_worker, f"{ip}:{gcs}"), sort_keys=False))
+    missing = ray_compat.dashboard_dependency_error()  # without ray[default] the head starts with no dashboard
+    dashboard_flags = (
+        ["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}"]
+        if missing is None
+        else ["--include-dashboard=false"]
+    )
     # Clients (ray.init, ray job submit) with RAY_AUTH_MODE unset connect without a token: match them unless told otherwise.
     auth_mode = os.environ.get("RAY_AUTH_MODE") or "disabled"
     env = {
@@ -166,9 +175,7 @@ def _start(max_workers: int, cpus_per_worker: float, gpus_per_worker: float, tim
         "--num-cpus=0",
         "--num-gpus=0",
         f"--temp-dir={tmp}",
-        "--include-dashboard=true",
-        "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={dashboard}",
+        *dashboard_flags,
         f"--ray-client-server-port={client}",
         f"--dashboard-agent-listen-port={agent_http}",
         f"--dashboard-agent-grpc-port={agent_grpc}",
@@ -186,7 +193,8 @@ def _start(max_workers: int, cpus_per_worker: float, gpus_per_worker: float, tim
     state = {
         "sid": proc.pid,
         "address": f"{ip}:{gcs}",
-        "dashboard": f"http://127.0.0.1:{dashboard}",
+        "dashboard": f"http://127.0.0.1:{dashboard}" if missing is None else None,
+        "dashboard_missing": missing,
         "auth_mode": auth_mode,
         "ray_tmpdir": str(tmp),
         "config": str(config_path),
@@ -291,7 +299,10 @@ def _descendants(pid: int) -> list[int]:
 
 def _print_state(state: dict[str, Any]) -> None:
     print(f"address: {state['address']}")
-    print(f"dashboard: {state['dashboard']}  (ray job submit --address {state['dashboard']} ...)")
+    if state.get("dashboard"):
+        print(f"dashboard: {state['dashboard']}  (ray job submit --address {state['dashboard']} ...)")
+    else:
+        print(NO_DASHBOARD.format(why=state.get("dashboard_missing") or "ray[default] is not installed"))
     print(f"RAY_AUTH_MODE={state['auth_mode']}  (drivers and `ray job submit` need the same; RAY_TMPDIR={state['ray_tmpdir']})")
     print(f"workers: 0..{state['max_workers']} x {{CPU: {state['worker']['CPU']:g}, GPU: {state['worker']['GPU']:g}}}, started on demand")
 

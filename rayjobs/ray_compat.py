@@ -50,6 +50,22 @@ def get_ray_address_from_environment(address: str | None, temp_dir: str | None) 
     return lookup(address, temp_dir)
 
 
+# --- The dashboard's optional packages (rayjobs/local_cluster.py) ------------------------------
+
+
+def dashboard_dependency_error() -> str | None:
+    """Why Ray cannot start its dashboard here (``ray[default]``'s packages missing), None when it can.
+
+    Why: ``ray start --include-dashboard=true`` fails without those packages, so the local cluster asks
+    first, with the very check Ray makes (``ray._private.utils.get_dashboard_dependency_error``, an
+    import of ``ray.dashboard.optional_deps``). Tested with Ray 2.60.0.
+    """
+    from ray._private.utils import get_dashboard_dependency_error
+
+    error = get_dashboard_dependency_error()
+    return None if error is None else str(error)
+
+
 # --- Restoring a sweep (rayjobs/sweep.py) -----------------------------------------------------
 
 

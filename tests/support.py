@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from rankcse.paths import packaged_model_path
+
+ROOT = Path(__file__).resolve().parent.parent
+SWEEP = [sys.executable, str(ROOT / "rayjobs" / "sweep.py")]
+#: The skip reason of a ``gpu`` test where torch sees no CUDA device (the one skip ``--all-tiers`` allows).
+NO_CUDA = "needs CUDA: torch sees no CUDA device on this machine (run the gpu tier on a GPU machine: python -m pytest -m gpu)"
+#: Multiplies every subprocess timeout of the tests (a slow or busy machine: RANKCSE_TEST_TIMEOUT_SCALE=3).
+TIMEOUT_SCALE_ENV = "RANKCSE_TEST_TIMEOUT_SCALE"
 
 TINY_SENTENCES = [
     "a man is playing a guitar .",
@@ -129,3 +141,66 @@ def tiny_config(model_dir: Path, corpus: Path, **overrides):
     )
     values.update(overrides)
     return TrainConfig(**values)
+
+
+def untimed(records: list[dict]) -> list[dict]:
+    """Records without their wall-time keys (``*_seconds``), which differ between identical runs."""
+    return [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in records]
+
+
+def scaled(seconds: float) -> float:
+    """A subprocess timeout: ``seconds`` (about 3x the work's time on an idle 2-core machine) times $RANKCSE_TEST_TIMEOUT_SCALE."""
+    return seconds * float(os.environ.get(TIMEOUT_SCALE_ENV) or 1)
+
+
+def _tail(text: str | bytes | None, lines: int = 40) -> str:
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    return "\n".join((text or "").splitlines()[-lines:]) or "(no output)"
+
+
+def timed_out(cmd: list[str] | str, seconds: float, output: str | bytes | None) -> str:
+    """The failure message of a subprocess that ran out of time: what it was, how long, and the tail of its output."""
+    what = cmd if isinstance(cmd, str) else " ".join(str(c) for c in cmd)
+    return (
+        f"still running after {seconds:.0f} s ({TIMEOUT_SCALE_ENV}={os.environ.get(TIMEOUT_SCALE_ENV) or 1}; raise it on a busy machine): "
+        f"{what}\n--- its last output ---\n{_tail(output)}"
+    )
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the command and what it started (a sweep's local Ray)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+
+
+def run_command(cmd: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, capture_output=True, text=True)`` with ``scaled(timeout)``, in a session of its own.
+
+    On timeout it kills the command's process group and fails the test naming the command and the tail of its output.
+    """
+    seconds = scaled(timeout)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs)
+    try:
+        out, err = proc.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        out, err = proc.communicate()
+        pytest.fail(timed_out(cmd, seconds, (out or "") + (err or "")), pytrace=False)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def wait_output(proc: subprocess.Popen, timeout: float, what: str) -> str:
+    """Wait for a Popen whose stdout is a text pipe (stderr merged) for ``scaled(timeout)``; its output.
+
+    On timeout the process is killed and the test fails with ``what`` and the tail of its output.
+    """
+    seconds = scaled(timeout)
+    try:
+        out, _ = proc.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        pytest.fail(timed_out(what, seconds, out), pytrace=False)
+    return out

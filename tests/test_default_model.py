@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import numpy as np
 import pytest
-from support import read_jsonl
+from support import read_jsonl, run_command, untimed
 
 from rankcse.config import TrainConfig
 from rankcse.train import run
@@ -57,18 +56,21 @@ def test_rr_lowers_batch_effective_rank(runs) -> None:
 
 def test_same_seed_gives_identical_metrics(runs) -> None:
     off, _, again = runs
-    strip = lambda rs: [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in rs]  # noqa: E731
-    assert strip(read_jsonl(off.output_dir / "metrics.jsonl")) == strip(read_jsonl(again.output_dir / "metrics.jsonl"))
+    assert untimed(read_jsonl(off.output_dir / "metrics.jsonl")) == untimed(read_jsonl(again.output_dir / "metrics.jsonl"))
     assert read_jsonl(off.output_dir / "train_log.jsonl") == read_jsonl(again.output_dir / "train_log.jsonl")
 
 
 def test_eval_cli_json_on_a_checkpoint_and_the_default_model(runs) -> None:
     off, _, _ = runs
     cmd = [sys.executable, "-m", "rankcse", "eval", "--json", "--tasks", "sts13", "stsb"]
-    ckpt = json.loads(subprocess.run(cmd + ["--model", str(off.output_dir / "best")], capture_output=True, text=True, check=True).stdout)
+    proc = run_command(cmd + ["--model", str(off.output_dir / "best")], 300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ckpt = json.loads(proc.stdout)
     assert ckpt["representation"] == "cls_before_pooler"
     final = json.loads((off.output_dir / "final.json").read_text())
     assert ckpt["stsb"] == pytest.approx(final["stsb"], abs=1e-6)
-    plain = json.loads(subprocess.run(cmd + ["--pooler", "mean"], capture_output=True, text=True, check=True).stdout)
+    proc = run_command(cmd + ["--pooler", "mean"], 300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    plain = json.loads(proc.stdout)
     assert set(plain) >= {"sts13", "stsb", "avg"} and plain["representation"] == "mean"
     assert plain["avg"] == pytest.approx((plain["sts13"] + plain["stsb"]) / 2)

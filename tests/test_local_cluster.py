@@ -1,6 +1,6 @@
 """The cluster path on a real (fake_multinode) autoscaling Ray cluster: `rayjobs.local_cluster` up/down beside another Ray,
 a sweep whose autoscaler starts from 0 workers, two 0.5-GPU trials per fake GPU node, one worker node killed mid-sweep,
-and the missing-CUDA check."""
+the missing-CUDA check, and the dashboard that the [test] extra's ray[default] brings."""
 
 from __future__ import annotations
 
@@ -11,19 +11,18 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from support import ROOT, SWEEP, run_command, scaled, wait_output
 
 from rayjobs import local_cluster
 
-ROOT = Path(__file__).resolve().parent.parent
-SWEEP = [sys.executable, str(ROOT / "rayjobs" / "sweep.py")]
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.cluster
 MAX_STEPS, EVAL_EVERY = 150, 25
-TIMING = ("train_seconds", "eval_seconds", "probing_seconds")
 
 
 def _env(folder: Path) -> dict[str, str]:
@@ -42,7 +41,7 @@ def _env(folder: Path) -> dict[str, str]:
 
 def _lc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "rayjobs.local_cluster", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=420)  # up: 2 tries x 120 s at most
+    return run_command(cmd, 420, env=env, cwd=ROOT)  # up: 2 tries x 120 s at most
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +86,17 @@ def test_up_prints_the_address_and_twice_says_already_up(cluster):
     again = _lc(cluster["env"], "up")
     assert again.returncode == 0 and "already up" in again.stdout and state["address"] in again.stdout
     assert _state(cluster["folder"])["sid"] == state["sid"]
+
+
+def test_the_dashboard_serves_and_runs_a_job(cluster):
+    """The [test] extra brings ray[default]: the head then serves the dashboard, and `ray job submit` runs a job through it."""
+    state = _state(cluster["folder"])
+    assert state["dashboard"], f"the cluster started without its dashboard ({state.get('dashboard_missing')}); pip install -e '.[test]'"
+    with urllib.request.urlopen(f"{state['dashboard']}/api/version", timeout=scaled(30)) as response:
+        assert json.loads(response.read())["ray_version"].startswith("2.60")
+    job = [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", state["dashboard"], "--"]
+    proc = run_command([*job, sys.executable, "-c", "print('job ran', 6 * 7)"], 300, env=cluster["env"], cwd=ROOT)
+    assert proc.returncode == 0 and "job ran 42" in proc.stdout and "succeeded" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
 def _rows(trial_dir: Path) -> list[dict]:
@@ -171,7 +181,7 @@ def test_node_loss_resumes_trials_on_another_node_with_the_same_numbers(cluster,
     )
     os.environ[local_cluster.DIR_ENV] = str(cluster["folder"])
     try:
-        victim, deadline = None, time.monotonic() + 420
+        victim, deadline = None, time.monotonic() + scaled(420)
         while victim is None and time.monotonic() < deadline:
             assert driver.poll() is None, "the sweep ended before a node could be killed:\n" + driver.stdout.read()[-3000:]
             by_node: dict[str, list[str]] = {}
@@ -197,9 +207,9 @@ def test_node_loss_resumes_trials_on_another_node_with_the_same_numbers(cluster,
         }
     finally:
         del os.environ[local_cluster.DIR_ENV]
-    out, _ = driver.communicate(timeout=600)
+    out = wait_output(driver, 900, "the node-loss sweep on the local cluster")
     assert driver.returncode == 0, out[-4000:]
-    ref_out, _ = reference.communicate(timeout=600)
+    ref_out = wait_output(reference, 900, "the reference sweep on a local Ray")
     assert reference.returncode == 0, ref_out[-3000:]
 
     trials = _trials(exp)
@@ -223,7 +233,8 @@ def test_node_loss_resumes_trials_on_another_node_with_the_same_numbers(cluster,
     assert "Trained on: cpu (4 trials)." in (tmp_path / "out" / "report.md").read_text()
     single = pd.read_parquet(tmp_path / "single" / "steps.parquet")
     key = ["method", "rr_coef", "seed", "step"]
-    numbers = [c for c in steps.columns if c not in (*TIMING, *key, "trial_id", "sweep") and pd.api.types.is_float_dtype(steps[c])]
+    timing = [c for c in steps.columns if c.endswith("_seconds")]
+    numbers = [c for c in steps.columns if c not in (*timing, *key, "trial_id", "sweep") and pd.api.types.is_float_dtype(steps[c])]
     merged = steps.merge(single, on=key, suffixes=("", "_single"))
     assert len(merged) == len(steps) == len(single) and len(numbers) > 10
     for column in numbers:
@@ -240,7 +251,7 @@ def test_node_loss_resumes_trials_on_another_node_with_the_same_numbers(cluster,
 def test_a_fake_gpu_without_the_opt_in_fails_at_once_naming_the_cause(cluster, tiny_model_dir, tmp_path):
     state = _state(cluster["folder"])
     started = time.monotonic()
-    proc = subprocess.run(
+    proc = run_command(
         [
             *SWEEP,
             *_sweep_args(tiny_model_dir, tmp_path / "ray", "nocuda", tmp_path / "out"),
@@ -249,11 +260,9 @@ def test_a_fake_gpu_without_the_opt_in_fails_at_once_naming_the_cause(cluster, t
             "--gpus-per-trial",
             "0.5",
         ],
+        300,
         cwd=ROOT,
         env=cluster["env"],
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     elapsed = time.monotonic() - started
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]

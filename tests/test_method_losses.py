@@ -23,11 +23,6 @@ TAU = 0.05
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def nodrop_dir(tmp_path_factory):
-    return save_tiny_bert(tmp_path_factory.mktemp("tiny_nodrop"), dropout=0.0)
-
-
 def _method(model_dir, corpus, method, **method_args):
     cfg = tiny_config(model_dir, corpus, method=method, method_args=method_args).resolved()
     torch.manual_seed(0)

@@ -10,6 +10,7 @@ import pytest
 from rankcse.errors import DataError
 from rankcse.evaluation.probing import PROBING_TASKS, ProbingData, load_task, read_probing_file, write_probing_file
 from rankcse.evaluation.probing_gen import (
+    DEFAULT_SEED,
     GENERATORS,
     SPLITS,
     GenSizes,
@@ -20,15 +21,25 @@ from rankcse.evaluation.probing_gen import (
     read_sentences,
 )
 
+#: Each task is built from the first SLICE sentences of the packaged corpus (27.7k) at a tenth of the default sizes,
+#: except those whose generator needs the whole corpus to find enough sentences (they are fast).
+SLICE, SIZES, WHOLE = 2000, GenSizes(600, 100, 200), ("wc_gen", "coordinv_gen")
+
 
 @pytest.fixture(scope="module")
 def corpus() -> list[str]:
     return read_sentences()
 
 
+def _generate(key: str, corpus: list[str], seed: int = DEFAULT_SEED) -> dict:
+    if key in WHOLE:
+        return generate_task(key, corpus, seed=seed)
+    return generate_task(key, corpus[:SLICE], seed=seed, sizes=SIZES)
+
+
 @pytest.fixture(scope="module")
 def tasks(corpus) -> dict:
-    return {key: generate_task(key, corpus) for key in GENERATORS}
+    return {key: _generate(key, corpus) for key in GENERATORS}
 
 
 @pytest.mark.parametrize("key", list(GENERATORS))
@@ -58,7 +69,7 @@ def test_same_seed_gives_identical_files_and_another_seed_different_ones(corpus,
         spec = PROBING_TASKS[key]
         files = []
         for seed, name in ((1111, "a"), (1111, "b"), (7, "c")):
-            splits = tasks[key] if name == "a" else generate_task(key, corpus, seed=seed)  # "a": the fixture's (seed 1111)
+            splits = tasks[key] if name == "a" else _generate(key, corpus, seed=seed)  # "a": the fixture's (seed 1111)
             data = ProbingData(spec, {s: (g.sentences, g.labels) for s, g in splits.items()}, "test")
             files.append(write_probing_file(data, tmp_path / name / spec.file).read_bytes())
         assert files[0] == files[1], key

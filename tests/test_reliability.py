@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from support import read_jsonl, save_tiny_bert
+from support import ROOT, read_jsonl, save_tiny_bert, scaled, untimed
 
 from rankcse import checkpoint as ckpt
 from rankcse.cli import build_parser, config_from_args, main
@@ -32,9 +32,6 @@ from rankcse.train import run
 from rayjobs import sweep
 from rayjobs.aggregate import aggregate
 
-ROOT = Path(__file__).resolve().parent.parent
-TIMING = {"train_seconds", "eval_seconds"}
-
 
 def _tree(folder: Path) -> dict[str, str]:
     """Every file under ``folder`` with the sha256 of its bytes."""
@@ -44,10 +41,6 @@ def _tree(folder: Path) -> dict[str, str]:
 def _error_lines(capsys) -> list[str]:
     """What a command printed on stderr, less log lines."""
     return [line for line in capsys.readouterr().err.splitlines() if line.strip() and not re.match(r"\d\d:\d\d:\d\d [IWE] ", line)]
-
-
-def _untimed(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
 
 
 def _train_args(model: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
@@ -238,10 +231,8 @@ def straight(tmp_path_factory, tiny_model_dir, tiny_corpus) -> tuple[list[str], 
 
 
 def _same_run(a: Path, b: Path) -> None:
-    assert _untimed(read_jsonl(a / "metrics.jsonl")) == _untimed(read_jsonl(b / "metrics.jsonl"))
-    fa, fb = (json.loads((p / "final.json").read_text()) for p in (a, b))
-    for f in (fa, fb):
-        f.pop("train_seconds"), f.pop("eval_seconds")
+    assert untimed(read_jsonl(a / "metrics.jsonl")) == untimed(read_jsonl(b / "metrics.jsonl"))
+    fa, fb = untimed([json.loads((p / "final.json").read_text()) for p in (a, b)])
     assert fa == fb and "sts13" in fa
 
 
@@ -251,9 +242,10 @@ def test_sigkill_after_the_first_checkpoint_then_resume_equals_the_uninterrupted
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "rankcse", *argv(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + scaled(240)
         while not (out / "last" / "checkpoint.json").is_file():  # the first resume checkpoint (step 2) is whole
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "timeout"
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, f"no resume checkpoint after {scaled(240):.0f} s; still running: {argv(out)}"
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
     finally:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
+import yaml
 
 from rankcse.errors import ConfigError
 from rayjobs import sweep
-from rayjobs.spec import Fault, SweepSpec, cell_label, preset_names
+from rayjobs.spec import PRESET_DIR, Fault, SweepSpec, cell_label, preset_names
+
+#: Trials of the presets the README describes (a new preset is checked against its own grid only).
+README_TRIALS = {"smoke": 8, "demo": 6, "study": 15, "paper": 150}
 
 
 def spec_of(*argv: str) -> SweepSpec:
@@ -21,6 +27,38 @@ def test_presets_ship_and_validate():
     assert {c.method for c in configs} == {"simcse", "mixcse"} and {c.rr_coef for c in configs} == {0.0, 0.1}
     assert all(c.device == "cpu" and c.num_threads == 1 and c.max_steps == 30 for c in configs)
     assert len(SweepSpec.load("demo").validate()) == 6
+
+
+def _expected_trials(grid: dict) -> int:
+    """The cross product of the YAML's axes, where a cell with RR off runs once whatever the schedule (counted here)."""
+    others = math.prod(len(v) for k, v in grid.items() if k not in ("rr_coef", "rr_schedule"))
+    off = sum(float(c) == 0 for c in grid["rr_coef"])
+    return others * (off + (len(grid["rr_coef"]) - off) * len(grid["rr_schedule"]))
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_shipped_preset_parses_expands_and_resolves_each_cell(name, tmp_path, capsys):
+    assert set(README_TRIALS) <= set(preset_names())
+    grid = yaml.safe_load((PRESET_DIR / f"{name}.yaml").read_text())["grid"]
+    spec = SweepSpec.load(name)
+    cells = spec.cells()
+    assert len(cells) == _expected_trials(grid) == README_TRIALS.get(name, len(cells))
+    assert len({cell_label(c) for c in cells}) == len(cells)  # one trial folder each
+    configs = spec.validate(check_files=False)  # every cell's config, resolved (the paper's corpus need not be here)
+    assert len(configs) == len(cells)
+    for cell, cfg in zip(cells, configs):
+        assert {k: getattr(cfg, k) for k in cell} == cell
+        assert cfg.device == ("cuda" if spec.gpus_per_trial > 0 else "cpu") and cfg.num_threads == max(1, int(spec.cpus_per_trial))
+    assert sweep.main(["--preset", name, "--dry-run", "--storage-path", str(tmp_path)]) == 0
+    assert f"{len(cells)} trials" in capsys.readouterr().out and not any(tmp_path.iterdir())
+
+
+def test_the_demo_trials_are_study_cells_with_the_same_settings():
+    study = SweepSpec.load("study")
+    by_label = {cell_label(c): cfg for c, cfg in zip(study.cells(), study.validate())}
+    demo = SweepSpec.load("demo")
+    for cell, cfg in zip(demo.cells(), demo.validate()):
+        assert cfg == by_label[cell_label(cell)], cell_label(cell)
 
 
 def test_paper_preset_is_the_papers_grid_and_needs_its_corpus():

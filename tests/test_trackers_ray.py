@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from support import ROOT, SWEEP, run_command
 
-ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.ray
 STEPS = [0, 2]  # --max-steps 2 --eval-every 2
 SERIES = ("stsb_dev", "probe/energy_rank_99", "probe/erank_vne", "alignment", "uniformity", "loss/cl", "loss/rr")
 LOSSES = ("loss/cl", "loss/rr")  # means over the steps since the last evaluation: none at step 0
@@ -37,8 +36,7 @@ def sweep(tiny_model_dir, tmp_path_factory) -> dict:
     }
     env.pop("RAY_ADDRESS", None)
     args = [
-        sys.executable,
-        str(ROOT / "rayjobs" / "sweep.py"),
+        *SWEEP,
         "--preset",
         "smoke",
         "--methods",
@@ -74,7 +72,7 @@ def sweep(tiny_model_dir, tmp_path_factory) -> dict:
         "rankcse-test",
     ]
     try:
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=2400, env=env, cwd=ROOT)
+        proc = run_command(args, 2400, env=env, cwd=ROOT)
     finally:
         subprocess.run(["rm", "-rf", str(ray_tmp)], check=False)
     return {"proc": proc, "base": base, "exp": base / "ray" / "tracked", "out": base / "out"}

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from support import read_jsonl, tiny_config
+from support import read_jsonl, tiny_config, untimed
 
 from rankcse import checkpoint as ckpt
 from rankcse.build import build_method, load_for_eval
@@ -15,12 +15,6 @@ from rankcse.evaluation.sts import evaluate_sts
 from rankcse.methods import METHODS, MethodOutput
 from rankcse.methods.simcse import SimCSE
 from rankcse.train import run
-
-TIMING = {"train_seconds", "eval_seconds"}
-
-
-def _strip_timing(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
 
 
 def test_run_writes_metrics_checkpoints_and_reports(tiny_model_dir, tiny_corpus, tmp_path) -> None:
@@ -89,7 +83,7 @@ def test_resume_after_a_crash_gives_identical_metrics(tiny_model_dir, tiny_corpu
     straight = read_jsonl(tmp_path / "straight" / "metrics.jsonl")
     resumed = read_jsonl(tmp_path / "resumed" / "metrics.jsonl")
     assert [r["step"] for r in resumed] == [0, 2, 4, 6, 8]
-    assert _strip_timing(resumed) == _strip_timing(straight)
+    assert untimed(resumed) == untimed(straight)
     assert read_jsonl(tmp_path / "resumed" / "train_log.jsonl") == read_jsonl(tmp_path / "straight" / "train_log.jsonl")
     # resuming a finished run changes nothing
     again = run(cfg, tmp_path / "straight", resume=True)
@@ -100,8 +94,8 @@ def test_same_seed_same_numbers_other_seed_differs(tiny_model_dir, tiny_corpus, 
     a = run(tiny_config(tiny_model_dir, tiny_corpus, seed=1), tmp_path / "a").records
     b = run(tiny_config(tiny_model_dir, tiny_corpus, seed=1), tmp_path / "b").records
     c = run(tiny_config(tiny_model_dir, tiny_corpus, seed=2), tmp_path / "c").records
-    assert _strip_timing(a) == _strip_timing(b)
-    assert _strip_timing(a) != _strip_timing(c)
+    assert untimed(a) == untimed(b)
+    assert untimed(a) != untimed(c)
 
 
 def test_rr_schedule_from_step(tiny_model_dir, tiny_corpus, tmp_path) -> None:
