@@ -1,4 +1,5 @@
-"""What the README promises about installing and testing: CI runs its test command, and the extras bring what the tests use."""
+"""What the README promises about installing and testing: CI runs its test command, the extras bring what the tests use,
+and a subprocess that outlives its (scaled) timeout fails its test saying what was still running."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import importlib.util
 import subprocess
 import sys
 
-from support import ROOT
+import pytest
+from support import ROOT, TIMEOUT_SCALE_ENV, run_command, scaled
 
 from rayjobs import ray_compat
 
@@ -44,3 +46,14 @@ def test_the_test_extra_brings_the_dashboard_and_its_packages_are_importable() -
     assert _extra("dashboard") and _extra("dashboard") <= _extra("test")  # [test] includes [dashboard]: the dashboard tests need it
     missing = ray_compat.dashboard_dependency_error()
     assert missing is None, f"ray[default]'s dashboard packages are not importable ({missing}): pip install -e '.[test]'"
+
+
+def test_a_subprocess_timeout_scales_and_says_what_was_still_running(monkeypatch) -> None:
+    monkeypatch.setenv(TIMEOUT_SCALE_ENV, "0.5")
+    assert scaled(600) == 300
+    code = "import time; print('training step 7 of 10', flush=True); time.sleep(60)"
+    with pytest.raises(pytest.fail.Exception) as failure:
+        run_command([sys.executable, "-c", code], 10)  # 5 s at scale 0.5
+    message = str(failure.value)
+    assert message.startswith("still running after 5 s (RANKCSE_TEST_TIMEOUT_SCALE=0.5") and "time.sleep(60)" in message
+    assert message.endswith("--- its last output ---\ntraining step 7 of 10")
