@@ -10,7 +10,9 @@ its own, with its own RAY_TMPDIR, free ports and an explicit RAY_AUTH_MODE (the 
 other Ray on the machine; every process of the cluster (head services, the autoscaler's fake worker
 nodes, their workers) belongs to that session. ``down`` ends exactly those processes, by PID: a
 SIGTERM, then SIGKILL after a grace period (gcs_server and the monitor ignore SIGTERM for over 10 s).
-It never runs ``ray stop``, which ends every Ray process of the user.
+It never runs ``ray stop``, which ends every Ray process of the user. Without ``ray[default]``'s
+dashboard packages (``pip install -e .`` alone) the head starts without the dashboard, and ``up``
+says so in one line: no web UI and no ``ray job submit`` until ``pip install -e '.[dashboard]'``.
 """
 
 from __future__ import annotations
