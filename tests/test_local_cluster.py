@@ -285,26 +285,3 @@ def test_down_stops_exactly_its_own_processes(cluster):
     assert again.returncode == 0 and "nothing to stop" in again.stdout
     status = _lc(cluster["env"], "status")
     assert status.returncode == 1 and "not running" in status.stdout
-
-
-def test_without_the_dashboard_packages_the_cluster_starts_without_it_and_says_so(tmp_path):
-    """`pip install -e .` has no ray[default]: emulated by an aiohttp that cannot be imported, the check Ray itself makes."""
-    hidden = tmp_path / "hide"
-    hidden.mkdir()
-    (hidden / "aiohttp.py").write_text("raise ImportError(\"No module named 'aiohttp' (hidden by the test)\")\n")
-    folder = Path(tempfile.mkdtemp(prefix="rtnd", dir="/tmp"))
-    env = _env(folder)
-    env["PYTHONPATH"] = os.pathsep.join([str(hidden), env["PYTHONPATH"]])
-    try:
-        up = _lc(env, "up", "--max-workers", "1")
-        assert up.returncode == 0, up.stdout + up.stderr
-        line = next(x for x in up.stdout.splitlines() if x.startswith("dashboard:"))
-        assert line.startswith("dashboard: off (No module named 'aiohttp'") and "pip install -e '.[dashboard]'" in line
-        state = _state(folder)
-        assert state["dashboard"] is None
-        code = "import ray, sys; ray.init(address=sys.argv[1]); print('joined', len(ray.nodes()))"
-        joined = run_command([sys.executable, "-c", code, state["address"]], 300, env=env, cwd=ROOT)
-        assert joined.returncode == 0 and "joined 1" in joined.stdout, joined.stdout[-2000:] + joined.stderr[-2000:]
-    finally:
-        down = _lc(env, "down")
-    assert down.returncode == 0 and "local cluster: stopped" in down.stdout, down.stdout + down.stderr
