@@ -12,6 +12,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from rankcse import checkpoint as ckpt
 from rankcse.cli import build_parser, config_from_args, main
 from rankcse.collapse import MIN_START_RANK, PROBE_RANK
 from rankcse.errors import CheckpointWriteError
+from rankcse.evaluation.sts import resolve_data_dir
 from rankcse.methods import METHODS
 from rankcse.train import run
 from rayjobs import sweep
@@ -127,7 +129,13 @@ def scene(tmp_path_factory, tiny_model_dir, tiny_corpus) -> dict[str, Path]:
             return (os.mkdir, (str(root / "PWNED"),))
 
     torch.save({"step": 1, "x": Payload()}, evil / "last" / ckpt.STATE_FILE)
-    return {"root": root, "good": good, "evil": evil}
+    # an export to protect, and a run whose best/ weights were cut in half (an interrupted copy)
+    assert main(["export", str(good), str(root / "exported")]) == 0
+    corrupt = root / "corrupt"
+    shutil.copytree(good, corrupt)
+    weights = corrupt / "best" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return {"root": root, "good": good, "evil": evil, "corrupt": corrupt}
 
 
 def _cases(model: Path, corpus: Path, s: dict[str, Path]) -> list[tuple[str, list[str], str]]:
@@ -136,7 +144,33 @@ def _cases(model: Path, corpus: Path, s: dict[str, Path]) -> list[tuple[str, lis
     tr = _train_args(model, corpus, good, "--max-steps", "2", "--eval-every", "1", "--final-tasks", "none", "--overwrite")
     sw = ["--preset", "smoke", "--dry-run", "--storage-path", str(root / "storage")]
     agg = ["aggregate", "--no-figures", "--n-boot", "10"]
+    corrupt, exported = s["corrupt"], root / "exported"
+    ev = ["eval", "--model", str(model), "--data-dir", str(SMALL_DATA), "--tasks", "stsb"]
+    probe = ["probe", "--model", str(model)]
+    resume = _train_args(model, corpus, good, "--max-steps", "2", "--eval-every", "2", "--final-tasks", "none", "--resume")
     return [
+        # issue 23: data loss
+        ("export", ["export", str(good / "best"), str(good), "--overwrite"], "holds the checkpoint"),
+        ("export", ["export", str(corrupt), str(exported), "--overwrite"], "model.safetensors cannot be read"),
+        ("export", ["export", str(corrupt), str(root / "new_export")], "it is probably truncated"),
+        ("eval", ["eval", "--model", str(corrupt / "best"), "--data-dir", str(SMALL_DATA)], "model.safetensors cannot be read"),
+        # issue 23: silent failures and tracebacks
+        ("train", resume + ["--data-dir", str(resolve_data_dir(None))], "cannot resume: setting 'data_dir' differs"),
+        ("train", tr + ["--temperature", "inf"], "temperature must be a finite number > 0, got inf"),
+        ("train", tr + ["--temperature", "nan"], "temperature must be a finite number > 0, got nan"),
+        ("train", tr + ["--seed", "-1"], "seed must be a whole number from 0 to 4294967295"),
+        ("train", tr + ["--seed", "99999999999999999999999"], "seed must be a whole number from 0 to 4294967295"),
+        ("train", tr + ["--num-threads", "0"], "num_threads must be >= 1"),
+        ("train", tr + ["--num-threads", "-1"], "num_threads must be >= 1"),
+        ("train", tr + ["--probe-size", "100000"], "probe_size 100000 is more than the 602 sentences of STS-B dev"),
+        ("train", tr + ["--output-dir", ""], "--output-dir is empty"),
+        ("eval", ev + ["--batch-size", "-4"], "--batch-size must be >= 1, got -4"),
+        ("eval", ev + ["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        ("aggregate", agg + [str(good), "--output-dir", str(root / "agg"), "--rank-metric", "erank_vnee"], "unknown --rank-metric"),
+        # issue 23: hints
+        ("probe", probe + ["--tasks", "senteval"], "pass --data-dir (SentEval's data)"),
+        ("probe", probe + ["--tasks", "generated", "--corpus", str(root / "missing.txt")], "pass --corpus PATH"),
+        ("export", ["export", str(good), "/proc/rankcse-no-such/out"], "then run the command again"),
         ("train", tr + ["--config", str(root / "bad.yaml")], "is not valid YAML (expected ',' or ']', but got ':' at line 2"),
         ("train", tr + ["--config", str(root / "badtype.yaml")], "setting 'eval_batch_size' must be a whole number, got 'abc'"),
         ("train", tr + ["--config", str(root / "missing.yaml")], "does not exist"),
@@ -171,8 +205,9 @@ def _cases(model: Path, corpus: Path, s: dict[str, Path]) -> list[tuple[str, lis
     ]
 
 
-def test_every_bad_input_gets_one_line_and_changes_nothing(capsys, tiny_model_dir, tiny_corpus, scene) -> None:
+def test_every_bad_input_gets_one_line_and_changes_nothing(capsys, monkeypatch, tiny_model_dir, tiny_corpus, scene) -> None:
     root = scene["root"]
+    monkeypatch.chdir(root / "empty")  # where an empty --output-dir would write
     before = _tree(root)
     for command, argv, expected in _cases(tiny_model_dir, tiny_corpus, scene):
         rc = sweep.main(argv) if command == "sweep" else main(argv)
