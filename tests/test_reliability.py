@@ -377,3 +377,62 @@ def test_cut_histories_are_reported(scene, tmp_path) -> None:
     assert cut["status"] == "truncated" and cut["n_evals"] == 1 and "(steps 2)" in cut["error"] and "last line is cut off" in cut["error"]
     no_run = trials.loc["t_00001_simcse"]
     assert no_run["status"] == "incomplete" and "result.json: its last line is cut off" in no_run["error"]
+
+
+# -- issue 23: --overwrite and export replace the previous result only once the new one is whole ----------------------
+
+
+def test_overwrite_replaces_exactly_the_runs_own_files(capsys, tiny_model_dir, tiny_corpus, scene, tmp_path) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(scene["good"], out)
+    mine = {"best.bak/weights.bin": b"mine", "metrics.jsonl.orig": b"old", "lastweek-notes.txt": b"notes", "last.json": b"{}"}
+    for name, data in mine.items():
+        (out / name).parent.mkdir(exist_ok=True)
+        (out / name).write_bytes(data)
+    argv = _train_args(tiny_model_dir, tiny_corpus, out, "--max-steps", "2", "--eval-every", "1", "--final-tasks", "none", "--seed", "3")
+    assert main(argv + ["--overwrite", "--quiet"]) == 0
+    assert {name: (out / name).read_bytes() for name in mine} == mine  # names that merely start with a run file's stay
+    assert json.loads((out / "config.json").read_text())["seed"] == 3 and [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [
+        0,
+        1,
+        2,
+    ]
+    assert ckpt.find_complete(out / "best") == out / "best" and sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no scratch left
+    capsys.readouterr()
+    assert main(["export", str(out), str(tmp_path / "model")]) == 0
+    first = _tree(tmp_path / "model")
+    assert main(["export", str(scene["good"]), str(tmp_path / "model"), "--overwrite"]) == 0
+    assert _tree(tmp_path / "model") != first and (tmp_path / "model" / "modules.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "run"]
+
+
+def test_a_run_diverging_before_any_checkpoint_does_not_claim_one(capsys, tiny_model_dir, tiny_corpus, tmp_path) -> None:
+    out = tmp_path / "run"
+    argv = _train_args(tiny_model_dir, tiny_corpus, out, "--max-steps", "2", "--eval-every", "1", "--final-tasks", "none")
+    assert main(argv + ["--temperature", "1e-45"]) == 2
+    err = _error_lines(capsys)
+    assert len(err) == 1 and "loss became" in err[0] and "no checkpoint was written" in err[0] and "last good" not in err[0], err
+    assert json.loads((out / "error.json").read_text())["kind"] == "diverged"
+
+
+def test_sigterm_mid_window_then_resume_logs_the_uninterrupted_means(straight, tmp_path) -> None:
+    """A stop between two evaluations saves the window's running sums: the next row averages over all its steps."""
+    from rankcse.train import Trainer
+
+    argv, reference = straight
+    out = tmp_path / "stopped"
+    cfg = config_from_args(build_parser().parse_args(argv(out)))
+    trainer = Trainer(cfg, out)
+    step = trainer._train_step
+
+    def step_then_sigterm_at_3(*args):  # the real step, then what SIGTERM's handler does, at step 3 (mid-window)
+        step(*args)
+        if trainer.state.step == 3:
+            trainer.request_stop(signal.SIGTERM)
+
+    trainer._train_step = step_then_sigterm_at_3
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    assert json.loads((out / "last" / "checkpoint.json").read_text())["step"] == 3
+    assert main(argv(out) + ["--resume"]) == 0
+    _same_run(out, reference)  # the step-4 row's loss and batch rank average steps 3 and 4, as uninterrupted
