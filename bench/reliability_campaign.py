@@ -155,7 +155,8 @@ def last_line(text: str) -> str:
 
 def run_case(scene: Scene, case: Case) -> dict[str, object]:
     """Prepare, run and judge one case."""
-    work = scene.root / "cases" / case.name
+    slug = "".join(c if c.isalnum() else "_" for c in case.name)[:60]
+    work = scene.root / "cases" / f"{len(list((scene.root / 'cases').glob('*'))) if (scene.root / 'cases').exists() else 0:03d}_{slug}"
     work.mkdir(parents=True)
     try:
         argv = case.make(work)
