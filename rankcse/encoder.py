@@ -88,7 +88,8 @@ def load_backbone(name_or_path: str | None) -> tuple[nn.Module, object, str]:
             except TypeError:  # architectures without a pooler do not take the argument
                 model = AutoModel.from_pretrained(resolved)
     except SafetensorError as exc:
-        raise unreadable_weights(path / "model.safetensors" if path.exists() else Path(resolved), exc) from None
+        weights = path / "model.safetensors"
+        raise unreadable_weights(weights if weights.is_file() else Path(resolved), exc) from None
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(
