@@ -8,13 +8,17 @@ Cases come from every ``bench/reliability_cases_*.py`` next to this file: each d
 ``cases(scene) -> list[Case]``, so another part of the project registers its cases in a file of its own.
 
 Usage: python bench/reliability_campaign.py [--tree PATH] [--only SUBSTRING] [--json FILE]
-(``--tree``: run the commands against another checkout, e.g. main, to get the "before" table.)
+(``--tree``: run the commands against another checkout, e.g. main, to get the "before" table.) ``rankcse ...`` cases
+run in this process (``rankcse.cli.main``, from ``--tree``; a shared machine spends most of a subprocess importing
+torch), any other command in a subprocess.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -23,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +54,9 @@ class Scene:
 
     def __init__(self, root: Path, tree: Path) -> None:
         self.root, self.tree = root, tree
+        sys.path.insert(0, str(tree))  # before anything imports rankcse: the commands run the tree's code
         self.env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
-        sys.path.insert(0, str(ROOT / "tests"))
+        sys.path.insert(1, str(ROOT / "tests"))
         from support import TINY_SENTENCES, save_tiny_bert
 
         self.model = save_tiny_bert(root / "tiny_bert")
@@ -62,7 +68,6 @@ class Scene:
 
     @staticmethod
     def _small_senteval(folder: Path) -> Path:
-        sys.path.insert(0, str(ROOT))
         from rankcse.paths import DEFAULT_DATA_DIR
 
         for sub, lines in (("STS/STSBenchmark", 301), ("STS/STS13-en-test", 150)):
@@ -105,11 +110,39 @@ class Scene:
         head, rest = argv[0], argv[1:]
         return [sys.executable, "-m", "rankcse", *rest] if head == "rankcse" else [sys.executable, *rest]
 
+    def rankcse(self, argv: list[str], cwd: Path | None = None) -> tuple[int | str, str]:
+        """Run ``rankcse ARGS`` (argv without the leading ``rankcse``) in this process: exit status and output."""
+        from rankcse.cli import main as cli_main
+
+        buffer, here = io.StringIO(), os.getcwd()
+        os.chdir(cwd or self.root)
+        try:
+            with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+                try:
+                    status: int | str = cli_main(argv)
+                except SystemExit as exc:
+                    status = exc.code if isinstance(exc.code, int) else 2
+                except BaseException:  # an uncaught exception is what a user would see as a traceback
+                    traceback.print_exc()
+                    status = 1
+        finally:
+            os.chdir(here)
+        return status, buffer.getvalue()
+
+    def run(self, argv: list[str], cwd: Path | None = None, timeout: float = 300.0) -> tuple[int | str, str]:
+        """Run a case's argv: ``rankcse ...`` in this process, anything else in a subprocess."""
+        if argv[0] == "rankcse":
+            return self.rankcse(argv[1:], cwd)
+        proc = subprocess.run(self.command(argv), env=self.env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        return proc.returncode, proc.stdout + proc.stderr
+
     def finished_run(self, dest: Path) -> Path:
         """A copy of a finished 2-step run (best/, last/, metrics.jsonl, final.json) at ``dest``."""
         if self._run is None:
             self._run = self.root / "template_run"
-            subprocess.run(self.command(self.train_args(self._run)), env=self.env, check=True, capture_output=True)
+            status, out = self.rankcse(self.train_args(self._run)[1:])
+            if status != 0:
+                raise RuntimeError(f"the template run failed: {out[-300:]}")
         shutil.copytree(self._run, dest)
         return dest
 
@@ -160,8 +193,7 @@ def run_case(scene: Scene, case: Case) -> dict[str, object]:
     work.mkdir(parents=True)
     try:
         argv = case.make(work)
-        proc = subprocess.run(scene.command(argv), env=scene.env, cwd=work, capture_output=True, text=True, timeout=case.timeout)
-        status, out = proc.returncode, proc.stdout + proc.stderr
+        status, out = scene.run(argv, work, case.timeout)
     except subprocess.TimeoutExpired:
         status, out = "timeout", ""
     except Exception as exc:  # a case that could not be prepared is reported, not fatal to the table
@@ -191,6 +223,9 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="rankcse-campaign-"))
     try:
         scene = Scene(root, args.tree.resolve())
+        import rankcse
+
+        print(f"rankcse from {Path(rankcse.__file__).parent}", flush=True)
         rows = []
         print("| case | exit | expect | ok | verdict | last line |\n|---|---|---|---|---|---|", flush=True)
         for case in load_cases(scene):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,7 +34,9 @@ def _nothing_written(folder_name: str) -> object:
 
 
 def _export(scene: Scene, source: Path, out: Path) -> None:
-    subprocess.run(scene.command(["rankcse", "export", str(source), str(out)]), env=scene.env, check=True, capture_output=True)
+    status, output = scene.rankcse(["export", str(source), str(out)])
+    if status != 0:
+        raise RuntimeError(f"export failed: {output[-300:]}")
 
 
 def _truncate(path: Path) -> None:

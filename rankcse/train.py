@@ -416,6 +416,9 @@ class Trainer:
                 f"cannot resume: setting {changed[0]!r} differs from the saved run "
                 f"({saved.get(changed[0])!r}); use the same settings or --overwrite"
             )
+        allowed = sorted(k for k in RESUME_MAY_CHANGE if k in now and saved.get(k) != now[k])
+        if allowed:  # config.json keeps the values the run started with; the resume checkpoints record these
+            log.warning("resuming with changed %s", ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in allowed))
         saved_corpus = data["provenance"].get("corpus", {}).get("sha256")
         if saved_corpus and self.corpus.sha256 and saved_corpus != self.corpus.sha256:
             raise ConfigError(
