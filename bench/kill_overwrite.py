@@ -1,7 +1,8 @@
 """SIGKILL ``rankcse train --overwrite`` and ``rankcse export --overwrite`` at random points and judge what is left.
 
 Each round copies a finished run (seed 0, plus a file of the user's), starts the command that replaces it with
-another result (seed 1), kills it with SIGKILL after a random delay in [0, 1.1 x its unkilled wall time], and
+another result (seed 1), waits until the command first writes (a scratch folder beside OUT, or any change in OUT),
+kills it with SIGKILL after a random further delay in [0, 1.2 x what the unkilled command took from there], and
 classifies the output folder: ``previous`` (byte-identical to before), ``new`` (a whole new result: for train,
 final.json, a complete best/, every evaluation row and the user's file; for export, byte-identical to an unkilled
 export of the new source) or ``NEITHER`` (data lost). Prints the counts per command.
@@ -29,15 +30,33 @@ from reliability_campaign import ROOT, Scene, tree_digest  # noqa: E402
 USER_FILE = ("notes.txt", b"the user's own notes")
 
 
-def _wall(scene: Scene, argv: list[str]) -> float:
+def _writing(out: Path, names: list[str]) -> bool:
+    """Whether the command started writing: a scratch folder beside ``out`` or a change in ``out``'s names."""
+    scratch = any(p.name.startswith(f".{out.name}.") for p in out.parent.iterdir())
+    return scratch or sorted(p.name for p in out.iterdir()) != names if out.is_dir() else True
+
+
+def _start(scene: Scene, argv: list[str], out: Path) -> tuple[subprocess.Popen, float]:
+    """Start ``argv``; return it once it writes (or ends), with the seconds that took."""
+    names = sorted(p.name for p in out.iterdir())
     started = time.perf_counter()
-    subprocess.run(scene.command(argv), env=scene.env, check=True, capture_output=True)
+    proc = subprocess.Popen(scene.command(argv), env=scene.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while proc.poll() is None and not _writing(out, names):
+        time.sleep(0.002)
+    return proc, time.perf_counter() - started
+
+
+def _writing_time(scene: Scene, argv: list[str], out: Path) -> float:
+    """Seconds the unkilled command spends from its first write to its end."""
+    proc, until_write = _start(scene, argv, out)
+    started = time.perf_counter()
+    assert proc.wait() == 0, f"{argv} failed"
     return time.perf_counter() - started
 
 
-def _kill_after(scene: Scene, argv: list[str], delay: float) -> bool:
-    """Run ``argv`` and SIGKILL it after ``delay`` seconds; whether it was still running when killed."""
-    proc = subprocess.Popen(scene.command(argv), env=scene.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _kill_while_writing(scene: Scene, argv: list[str], out: Path, delay: float) -> bool:
+    """Run ``argv`` and SIGKILL it ``delay`` seconds after its first write; whether it was still running when killed."""
+    proc, _ = _start(scene, argv, out)
     try:
         proc.wait(timeout=delay)
         return False
@@ -67,14 +86,14 @@ def kill_train(scene: Scene, kills: int, rng: random.Random) -> collections.Coun
     out = work / "run"
     argv = scene.train_args(out, "--seed", "1", "--overwrite")
     shutil.copytree(previous, out)
-    wall = _wall(scene, argv)
+    wall = _writing_time(scene, argv, out)
     assert _new_run_whole(out), "the unkilled --overwrite run is not whole"
     counts: collections.Counter = collections.Counter()
     for _ in range(kills):
         shutil.rmtree(out)
         shutil.rmtree(work / ".run.overwrite-tmp", ignore_errors=True)  # what a killed round leaves (the next --overwrite also would)
         shutil.copytree(previous, out)
-        killed = _kill_after(scene, argv, rng.uniform(0, 1.1 * wall))
+        killed = _kill_while_writing(scene, argv, out, rng.uniform(0, 1.2 * wall))
         state = "previous" if tree_digest(out) == before else ("new" if _new_run_whole(out) else "NEITHER")
         counts[state] += 1
         counts["killed" if killed else "finished first"] += 1
@@ -93,14 +112,14 @@ def kill_export(scene: Scene, kills: int, rng: random.Random) -> collections.Cou
     argv = ["rankcse", "export", str(new_run), str(work / "out"), "--overwrite"]
     before = tree_digest(work / "previous")
     shutil.copytree(work / "previous", work / "out")
-    wall = _wall(scene, argv)
+    wall = _writing_time(scene, argv, work / "out")
     after = tree_digest(work / "out")
     assert after != before, "the new export does not differ from the previous one"
     counts: collections.Counter = collections.Counter()
     for _ in range(kills):
         shutil.rmtree(work / "out")
         shutil.copytree(work / "previous", work / "out")
-        killed = _kill_after(scene, argv, rng.uniform(0, 1.1 * wall))
+        killed = _kill_while_writing(scene, argv, work / "out", rng.uniform(0, 1.2 * wall))
         digest = tree_digest(work / "out")
         counts["previous" if digest == before else ("new" if digest == after else "NEITHER")] += 1
         counts["killed" if killed else "finished first"] += 1
