@@ -159,7 +159,12 @@ def cases(scene: Scene) -> list[Case]:
         Case("train --temperature nan", lambda w: tr(w / "run", "--temperature", "nan"), 2, _nothing_written("run")),
         Case("eval --batch-size -4", eval_batch("-4"), 2),
         Case("eval --batch-size 0", eval_batch("0"), 2),
-        Case("train --output-dir ''", lambda w: tr(Path("")), 2, lambda w: "BAD: wrote into cwd" if any(w.iterdir()) else "cwd untouched"),
+        Case(
+            "train --output-dir ''",
+            lambda w: tr(w / "named") + ["--output-dir", ""],
+            2,
+            lambda w: "BAD: wrote into cwd" if any(w.iterdir()) else "cwd untouched",
+        ),
         Case("train --num-threads 0", lambda w: tr(w / "run") + ["--num-threads", "0"], 2, _nothing_written("run")),
         Case("train --num-threads -1", lambda w: tr(w / "run") + ["--num-threads", "-1"], 2, _nothing_written("run")),
         Case("train --probe-size 100000", probe_size_too_big, 2, probe_size_check),
