@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from rankcse.errors import DataError, ModelLoadError
@@ -113,7 +114,12 @@ def load_eval_modules(method: torch.nn.Module, folder: Path) -> None:
         return
     if not path.is_file():
         raise ModelLoadError(f"checkpoint {folder} lacks {MODULES_FILE} (its head); it is incomplete")
-    tensors = load_file(str(path))
+    try:
+        tensors = load_file(str(path))
+    except SafetensorError as exc:
+        from rankcse.encoder import unreadable_weights
+
+        raise unreadable_weights(path, exc) from None
     for name, module in modules.items():
         prefix = f"{name}."
         module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})

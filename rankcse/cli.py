@@ -18,7 +18,7 @@ from typing import Any
 
 from rankcse import cli_probe, export
 from rankcse.config import STS_TASKS, TrainConfig, parse_override
-from rankcse.errors import RankCSEError
+from rankcse.errors import ConfigError, RankCSEError
 
 # flag -> TrainConfig field, for `rankcse train`
 TRAIN_FLAGS: dict[str, tuple[str, type, str]] = {
@@ -74,7 +74,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="any setting, e.g. --set method_args.dup_rate=0.3 (repeatable)",
     )
-    p.add_argument("--output-dir", type=Path, help="where results go (default: runs/<method>-rr<coef>-seed<seed>)")
+    p.add_argument("--output-dir", help="where results go (default: runs/<method>-rr<coef>-seed<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --output-dir")
     p.add_argument("--quiet", action="store_true", help="only warnings and the final summary")
@@ -148,7 +148,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rankcse.train import run
 
     cfg = config_from_args(args)
-    out = args.output_dir or Path("runs") / f"{cfg.method}-rr{cfg.rr_coef:g}-seed{cfg.seed}"
+    if args.output_dir is not None and not args.output_dir.strip():
+        raise ConfigError("--output-dir is empty; pass a folder (or omit it for runs/<method>-rr<coef>-seed<seed>)")
+    out = Path(args.output_dir) if args.output_dir is not None else Path("runs") / f"{cfg.method}-rr{cfg.rr_coef:g}-seed{cfg.seed}"
     result = run(cfg, out, resume=args.resume, overwrite=args.overwrite)
     final = result.final or {}
     print(f"best step {result.best_step}: stsb_dev {100 * (result.best_stsb_dev or float('nan')):.2f}")
@@ -193,6 +195,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rankcse.evaluation.sts import evaluate_sts
     from rankcse.train import pick_device
 
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     method = load_for_eval(args.model, args.pooler).to(pick_device(args.device))
     result = evaluate_sts(lambda s: method.embed(s, args.batch_size), args.tasks, args.data_dir, args.split)
     if args.json:
@@ -215,6 +219,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Any] = {"train": cmd_train, "eval": cmd_eval, **cli_probe.COMMANDS, **export.COMMANDS}
 
 
+def _retry_hint(args: argparse.Namespace) -> str:
+    """How to go on after a file error: --resume only where a run has a resume checkpoint to continue from."""
+    from rankcse import checkpoint as ckpt
+
+    fix = "free space or fix the permissions"
+    if args.command == "train" and args.output_dir and args.output_dir.strip():
+        try:
+            resumable = ckpt.find_complete(Path(args.output_dir).expanduser() / "last") is not None
+        except OSError:
+            resumable = False
+        if resumable:
+            return f"{fix}, then run the same command with --resume"
+    return f"{fix}, then run the command again"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rankcse`` command."""
     parser = build_parser()
@@ -232,12 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RankCSEError as exc:
         print(f"rankcse: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_status", 2)
-    except OSError as exc:  # a file that could not be written or read mid-run (disk full, permissions, file-size limit)
+    except OSError as exc:  # a file that could not be written or read (disk full, permissions, file-size limit)
         where = f" {exc.filename}" if exc.filename else ""
-        print(
-            f"rankcse: error: could not access{where} ({exc.strerror or exc}); free space or fix the permissions, then --resume",
-            file=sys.stderr,
-        )
+        print(f"rankcse: error: could not access{where} ({exc.strerror or exc}); {_retry_hint(args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rankcse: interrupted", file=sys.stderr)

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rankcse.errors import ConfigError
+from rankcse.errors import ConfigError, RankCSEError
 
 
 def add_train_probing_flags(parser: argparse.ArgumentParser) -> None:
@@ -200,4 +200,20 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"probe": cmd_probe, "transfer": cmd_transfer}
+#: The library's messages name train's flags; ``rankcse probe`` has its own for the same settings.
+_PROBE_FLAGS = {"--probing-data-dir": "--data-dir", "--probing-corpus": "--corpus"}
+
+
+def cmd_probe_own_flags(args: argparse.Namespace) -> int:
+    """``rankcse probe``, its errors naming probe's own flags."""
+    try:
+        return cmd_probe(args)
+    except RankCSEError as exc:
+        message = str(exc)
+        for train_flag, own in _PROBE_FLAGS.items():
+            message = message.replace(train_flag, own)
+        exc.args = (message,)
+        raise
+
+
+COMMANDS = {"probe": cmd_probe_own_flags, "transfer": cmd_transfer}

@@ -28,6 +28,8 @@ from rankcse.rr import RR_KINDS, RR_TARGETS, RRSchedule
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: Final test tasks, SimCSE's seven STS columns.
 STS_TASKS = ("sts12", "sts13", "sts14", "sts15", "sts16", "stsb", "sickr")
+#: Largest seed: NumPy's legacy generator takes 0 .. 2**32 - 1 (torch takes more).
+MAX_SEED = 2**32 - 1
 PROBE_METRICS = ("erank_vne", "erank_sv", "energy_rank_99", "energy_rank_95", "energy_rank_90", "stable_rank")
 #: The rank that splits training into phases and drives the after_peak RR schedule: the paper's analysis rank
 #: (SPEC 2.1). Chosen over erank_vne on measured peaks, see README "Which rank defines the phases".
@@ -177,7 +179,12 @@ class TrainConfig:
         need(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
         need(self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
         need(self.probe_size is None or self.probe_size >= 8, f"probe_size must be >= 8 sentences, got {self.probe_size}")
-        need(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        need(_finite(self.temperature) and self.temperature > 0, f"temperature must be a finite number > 0, got {self.temperature}")
+        need(0 <= self.seed <= MAX_SEED, f"seed must be a whole number from 0 to {MAX_SEED} (NumPy's seed range), got {self.seed}")
+        need(
+            self.num_threads is None or self.num_threads >= 1,
+            f"num_threads must be >= 1 (omit it: torch decides), got {self.num_threads}",
+        )
         need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         need(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
         need(self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}")

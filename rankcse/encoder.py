@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from rankcse.errors import ModelLoadError
@@ -58,6 +59,15 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def unreadable_weights(path: Path, exc: BaseException) -> ModelLoadError:
+    """The one-line error for a weights file that exists but does not read back: name the file and the likely cause."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+    return ModelLoadError(
+        f"weights file {path} cannot be read ({first}); it is probably truncated (an interrupted copy or a full disk): "
+        "copy or export the checkpoint again"
+    )
+
+
 def load_backbone(name_or_path: str | None) -> tuple[nn.Module, object, str]:
     """Load ``(model, tokenizer, resolved)`` for a Hugging Face name or local folder; ``None``/``default`` = packaged MiniLM."""
     from transformers import AutoModel, AutoTokenizer
@@ -77,6 +87,9 @@ def load_backbone(name_or_path: str | None) -> tuple[nn.Module, object, str]:
                 model = AutoModel.from_pretrained(resolved, add_pooling_layer=False)
             except TypeError:  # architectures without a pooler do not take the argument
                 model = AutoModel.from_pretrained(resolved)
+    except SafetensorError as exc:
+        weights = path / "model.safetensors"
+        raise unreadable_weights(weights if weights.is_file() else Path(resolved), exc) from None
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(

@@ -11,6 +11,7 @@ from typing import Any
 from rankcse import checkpoint as ckpt
 from rankcse import model_card
 from rankcse.errors import ConfigError, ModelLoadError
+from rankcse.io import replace_dir, staging_dir
 from rankcse.st_export import needs_custom_module, write_sentence_transformers
 
 
@@ -32,24 +33,35 @@ def resolve_checkpoint(source: Path) -> tuple[Path, dict[str, Any] | None]:
 
 
 def export(source: Path, out: Path, overwrite: bool = False) -> Path:
-    """Copy the checkpoint behind ``source`` to ``out`` and add the sentence-transformers files and the model card."""
+    """Copy the checkpoint behind ``source`` to ``out`` and add the sentence-transformers files and the model card.
+
+    The source is loaded whole before anything is written, the new folder is built beside ``out`` and swapped in at the
+    end, so a bad source or a failure at any point leaves an existing ``out`` as it was.
+    """
     from rankcse.build import load_for_eval
 
     folder, final = resolve_checkpoint(Path(source).expanduser().resolve())
     out = Path(out).expanduser().resolve()
     if out == folder or folder in out.parents:
         raise ConfigError(f"export to a new folder, not into the checkpoint {folder}")
-    if out.exists():
-        if not overwrite and any(out.iterdir()):
-            raise ConfigError(f"{out} exists and is not empty; pass --overwrite or choose another folder")
-        shutil.rmtree(out)
-    shutil.copytree(folder, out, ignore=shutil.ignore_patterns(ckpt.COMPLETE, ckpt.STATE_FILE))
-    method = load_for_eval(str(out))
+    if out in folder.parents:
+        raise ConfigError(f"{out} holds the checkpoint {folder}; export to a folder outside it")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file; pass a folder")
+    if out.exists() and not overwrite and any(out.iterdir()):
+        raise ConfigError(f"{out} exists and is not empty; pass --overwrite or choose another folder")
+    method = load_for_eval(str(folder))  # the whole source (weights, head, metadata) reads back before OUT is touched
+    stage = staging_dir(out, "export")
     try:
-        write_sentence_transformers(method, out)
-    except ValueError as exc:
-        raise ConfigError(f"cannot export {folder}: {exc}") from None
-    model_card.write(out, ckpt.read_meta(out) or {}, final, custom_module=needs_custom_module(out))
+        shutil.copytree(folder, stage, ignore=shutil.ignore_patterns(ckpt.COMPLETE, ckpt.STATE_FILE), dirs_exist_ok=True)
+        try:
+            write_sentence_transformers(method, stage)
+        except ValueError as exc:
+            raise ConfigError(f"cannot export {folder}: {exc}") from None
+        model_card.write(stage, ckpt.read_meta(stage) or {}, final, custom_module=needs_custom_module(stage))
+        replace_dir(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return out
 
 

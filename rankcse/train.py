@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
+import re
 import shutil
 import signal
 import time
@@ -41,6 +43,8 @@ from rankcse.io import (
     METRICS_FILE,
     PROVENANCE_FILE,
     STEP_LOG_FILE,
+    replace_dir,
+    staging_dir,
     write_json_atomic,
     write_text_atomic,
 )
@@ -58,17 +62,13 @@ Reporter = Callable[[dict[str, Any], "Path | None"], None]
 
 RUN_FILES = (METRICS_FILE, STEP_LOG_FILE, FINAL_FILE, ERROR_FILE, CONFIG_FILE, PROVENANCE_FILE, "best", "last")
 #: Settings that may differ when a run is resumed (they do not change what is computed).
-RESUME_MAY_CHANGE = {
-    "log_every",
-    "num_threads",
-    "device",
-    "eval_batch_size",
-    "final_tasks",
-    "checkpoint_every_evals",
-    "data_dir",
-    "train_file",
-}
+#: Settings that may differ when a run is resumed: where the output goes and how fast it runs, the tests after training, the
+#: probing measurements (they do not feed back into training or checkpoint selection), and the corpus path (its content is
+#: checked by hash). Every other setting, ``data_dir`` included (STS-B dev selects the best checkpoint), must stay the same.
+RESUME_MAY_CHANGE = {"log_every", "num_threads", "device", "eval_batch_size", "final_tasks", "checkpoint_every_evals", "train_file"}
 RESUME_MAY_CHANGE |= {"probing_tasks", "probing_every_evals", "probing_data_dir", "probing_corpus", "transfer_tasks"}  # measurements only
+#: Scratch names a run writes next to its files (checkpoint swaps, atomic writes); removed with the run.
+_SCRATCH = re.compile(r"(best|last)\.(new|old)|\.(" + "|".join(re.escape(n) for n in RUN_FILES) + r")\.tmp-\d+")
 
 
 @dataclass
@@ -135,6 +135,13 @@ class _Window:
 
     def reset(self) -> None:
         self.sums, self.count = {}, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """The running sums (saved in the resume checkpoint, so a resumed window averages over all its steps)."""
+        return {"sums": dict(self.sums), "count": self.count}
+
+    def load_state_dict(self, data: dict[str, Any]) -> None:
+        self.sums, self.count = dict(data["sums"]), int(data["count"])
 
 
 class _Progress:
@@ -223,11 +230,25 @@ def check_output_dir(out: Path, resume: bool, overwrite: bool) -> tuple[Path | N
     return last, used and last is None
 
 
+def is_run_file(name: str) -> bool:
+    """Whether ``name`` in a run folder is one of the run's own files (or a scratch name of one), not the user's."""
+    return name in RUN_FILES or _SCRATCH.fullmatch(name) is not None
+
+
 def clear_run_files(out: Path) -> None:
-    """Remove the files of an earlier run (only rankcse's own; other files in the folder stay)."""
-    for name in RUN_FILES:
-        for p in out.glob(f"{name}*"):
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    """Remove the files of an earlier run (exactly rankcse's own names; other files in the folder stay)."""
+    for p in out.iterdir():
+        if is_run_file(p.name):
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
+def _rescue_stale_stage(stage: Path, out: Path) -> None:
+    """Move back user files a killed ``--overwrite`` left in its scratch folder (it died mid-swap); the rest is scratch."""
+    if not stage.is_dir():
+        return
+    for p in stage.iterdir():
+        if not is_run_file(p.name) and not (out / p.name).exists():
+            os.rename(p, out / p.name)
 
 
 def _truncate_jsonl(path: Path, max_step: int) -> None:
@@ -282,6 +303,8 @@ class Trainer:
     ) -> None:
         self.cfg = cfg = cfg.resolved()
         self.out = Path(output_dir).expanduser().resolve()
+        #: Where the run ends up; ``self.out`` differs from it while an --overwrite run is built beside the previous one.
+        self.final_out = self.out
         self.report = report
         self.checkpoint_every_evals = cfg.checkpoint_every_evals
         self.stop_requested: int | None = None
@@ -314,7 +337,10 @@ class Trainer:
         self.state = _State(detector=build_detector(cfg))
         self.window = _Window()
         self.records: list[dict[str, Any]] = []
-        if clear:
+        if clear and overwrite:  # build the new run beside the previous one; run() swaps it in when it is whole
+            _rescue_stale_stage(self.out.with_name(f".{self.out.name}.overwrite-tmp"), self.out)
+            self.out = staging_dir(self.final_out, "overwrite")
+        elif clear:  # a run that stopped before its first checkpoint: nothing whole to keep
             clear_run_files(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
         if resume and resume_from is None and clear:
@@ -371,9 +397,10 @@ class Trainer:
 
     def _save_resume(self) -> Path:
         target = self.out / "last"
+        progress = {**self.state.progress(), "window": self.window.state_dict()}
         try:
             return ckpt.save_resume(
-                target, self.state.progress(), self.method, self.optimizer, self.scheduler, self.scaler, self.provenance, self.cfg.to_dict()
+                target, progress, self.method, self.optimizer, self.scheduler, self.scaler, self.provenance, self.cfg.to_dict()
             )
         except (OSError, RuntimeError) as exc:
             raise self._write_failed("resume checkpoint", target, exc) from None
@@ -400,6 +427,9 @@ class Trainer:
                 f"cannot resume: setting {changed[0]!r} differs from the saved run "
                 f"({saved.get(changed[0])!r}); use the same settings or --overwrite"
             )
+        allowed = sorted(k for k in RESUME_MAY_CHANGE if k in now and saved.get(k) != now[k])
+        if allowed:  # config.json keeps the values the run started with; the resume checkpoints record these
+            log.warning("resuming with changed %s", ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in allowed))
         saved_corpus = data["provenance"].get("corpus", {}).get("sha256")
         if saved_corpus and self.corpus.sha256 and saved_corpus != self.corpus.sha256:
             raise ConfigError(
@@ -408,6 +438,8 @@ class Trainer:
             )
         ckpt.restore_training(data, self.method, self.optimizer, self.scheduler, self.scaler)
         self.state.restore(data)
+        if "window" in data:  # written since the window's sums are saved (older checkpoints stop between evaluations only)
+            self.window.load_state_dict(data["window"])
         self.provenance = data["provenance"]
         for name in (METRICS_FILE, STEP_LOG_FILE):
             _truncate_jsonl(self.out / name, self.state.step)
@@ -556,9 +588,7 @@ class Trainer:
         total_value = float(total.detach())
         if not math.isfinite(total_value):
             raise TrainingDiverged(
-                s.step + 1,
-                f"loss became {total_value} at step {s.step + 1}; the last good "
-                f"checkpoint is kept in {self.out}; lower --learning-rate or --rr-coef",
+                s.step + 1, f"loss became {total_value} at step {s.step + 1}; {self._kept()}; lower --learning-rate or --rr-coef"
             )
         self._optimizer_step(total)
         self.method.after_optimizer_step(batch, output)
@@ -573,6 +603,14 @@ class Trainer:
         values["batch/energy_rank_99"] = ranks["energy_rank_99"]
         self.window.add(values)
         _append_jsonl(step_log, {"step": s.step, "lr": self.scheduler.get_last_lr()[0], "rr/coef": coef, **values})
+
+    def _kept(self) -> str:
+        """What a run that stops on an error leaves behind, for its one-line message."""
+        if self.out != self.final_out:
+            return f"the previous run in {self.final_out} is unchanged"
+        if self.state.best_step is not None and self.cfg.save_best:
+            return f"{self.out / 'best'} keeps the best model (step {self.state.best_step})"
+        return "no checkpoint was written"
 
     def _optimizer_step(self, loss: torch.Tensor) -> None:
         """Backward, optional gradient clipping, optimiser and schedule step (through the scaler, a no-op unless fp16)."""
@@ -604,6 +642,32 @@ class Trainer:
         )
 
     def run(self) -> RunResult:
+        """Train and score (see :meth:`_train_and_score`); an --overwrite run replaces the previous one only once it is whole."""
+        if self.out == self.final_out:
+            return self._train_and_score()
+        try:
+            result = self._train_and_score()
+        except TrainingCollapsed:  # a collapsed run is a result (final.json records it)
+            self._swap_in()
+            raise
+        except BaseException:
+            shutil.rmtree(self.out, ignore_errors=True)
+            raise
+        self._swap_in()
+        result.output_dir = self.out
+        return result
+
+    def _swap_in(self) -> None:
+        """Put the new run (built beside the previous one) in place of the previous run, taking the user's own files along."""
+        stage, out = self.out, self.final_out
+        for p in list(out.iterdir()):
+            if not is_run_file(p.name):
+                os.rename(p, stage / p.name)
+        replace_dir(stage, out)
+        self.out = out
+        log.info("replaced the previous run in %s", out)
+
+    def _train_and_score(self) -> RunResult:
         """Train to ``total_steps`` (from a resumed step if any), then run the final evaluation."""
         cfg, s = self.cfg, self.state
         log.info(
@@ -651,7 +715,9 @@ class Trainer:
             self._record_collapse(exc)
             raise
         except KeyboardInterrupt:
-            if s.step > 0 and self.checkpoint_every_evals and self.stop_requested is not None:
+            if self.out != self.final_out:
+                log.warning("stopped at step %d: %s (the new run is discarded)", s.step, self._kept())
+            elif s.step > 0 and self.checkpoint_every_evals and self.stop_requested is not None:
                 log.warning("stopped at step %d: saving a resume checkpoint in %s (continue with --resume)", s.step, self.out / "last")
                 self._save_resume()
             raise

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rankcse.config import DEFAULT_PHASE_METRIC, STS_TASKS
+from rankcse.config import DEFAULT_PHASE_METRIC, PROBE_METRICS, STS_TASKS
 from rankcse.errors import ConfigError, DataError, RankCSEError
 from rankcse.phases import split_phases
 from rayjobs import schema
@@ -498,6 +498,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     """Run an aggregation from parsed flags; print where the results are."""
     if args.smooth < 1 or args.n_boot < 10:
         raise ConfigError("--smooth must be >= 1 and --n-boot >= 10")
+    known = (*PROBE_METRICS, "numerical_rank", "centered/erank_vne", "centered/energy_rank_99")
+    if args.rank_metric not in known:  # an unknown name would flag every trial no_rank and still exit 0
+        raise ConfigError(f"unknown --rank-metric {args.rank_metric!r}: use one of {', '.join(known)}")
     output = args.output_dir or Path("results") / Path(args.experiment_dir).resolve().name
     only = parse_only(args.only)
     result = aggregate(

@@ -45,9 +45,9 @@ def test_transfer_runs_on_a_small_task(capsys, tiny_model_dir) -> None:
     ("argv", "expected"),
     [
         (["probe", "--tasks", "lenght"], "unknown probing task 'lenght'"),
-        (["probe", "--tasks", "tense"], "pass --probing-data-dir"),
+        (["probe", "--tasks", "tense"], "pass --data-dir (SentEval's data)"),
         (["probe", "--data-dir", "/nonexistent/senteval"], "needs sentence_length.txt"),
-        (["probe", "--tasks", "sentlen_gen", "--corpus", "/nonexistent/corpus.txt"], "does not exist"),
+        (["probe", "--tasks", "sentlen_gen", "--corpus", "/nonexistent/corpus.txt"], "does not exist; pass --corpus PATH"),
         (["probe", "--tasks", "sentlen_gen", "--model", "/nonexistent/model"], "does not exist"),
         (["probe", "--tasks", "sentlen_gen", "--batch-size", "0"], "--batch-size must be >= 1"),
         (["probe", "--tasks", "tense", "--write-generated", "/tmp/x"], "writes generated (_gen) tasks only"),

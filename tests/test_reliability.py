@@ -12,6 +12,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from rankcse import checkpoint as ckpt
 from rankcse.cli import build_parser, config_from_args, main
 from rankcse.collapse import MIN_START_RANK, PROBE_RANK
 from rankcse.errors import CheckpointWriteError
+from rankcse.evaluation.sts import resolve_data_dir
 from rankcse.methods import METHODS
 from rankcse.train import run
 from rayjobs import sweep
@@ -120,7 +122,13 @@ def scene(tmp_path_factory, tiny_model_dir, tiny_corpus) -> dict[str, Path]:
             return (os.mkdir, (str(root / "PWNED"),))
 
     torch.save({"step": 1, "x": Payload()}, evil / "last" / ckpt.STATE_FILE)
-    return {"root": root, "good": good, "evil": evil}
+    # an export to protect, and a run whose best/ weights were cut in half (an interrupted copy)
+    assert main(["export", str(good), str(root / "exported")]) == 0
+    corrupt = root / "corrupt"
+    shutil.copytree(good, corrupt)
+    weights = corrupt / "best" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return {"root": root, "good": good, "evil": evil, "corrupt": corrupt}
 
 
 def _cases(model: Path, corpus: Path, s: dict[str, Path]) -> list[tuple[str, list[str], str]]:
@@ -129,7 +137,33 @@ def _cases(model: Path, corpus: Path, s: dict[str, Path]) -> list[tuple[str, lis
     tr = _train_args(model, corpus, good, "--max-steps", "2", "--eval-every", "1", "--final-tasks", "none", "--overwrite")
     sw = ["--preset", "smoke", "--dry-run", "--storage-path", str(root / "storage")]
     agg = ["aggregate", "--no-figures", "--n-boot", "10"]
+    corrupt, exported = s["corrupt"], root / "exported"
+    ev = ["eval", "--model", str(model), "--data-dir", str(SMALL_DATA), "--tasks", "stsb"]
+    probe = ["probe", "--model", str(model)]
+    resume = _train_args(model, corpus, good, "--max-steps", "2", "--eval-every", "2", "--final-tasks", "none", "--resume")
     return [
+        # issue 23: data loss
+        ("export", ["export", str(good / "best"), str(good), "--overwrite"], "holds the checkpoint"),
+        ("export", ["export", str(corrupt), str(exported), "--overwrite"], "model.safetensors cannot be read"),
+        ("export", ["export", str(corrupt), str(root / "new_export")], "it is probably truncated"),
+        ("eval", ["eval", "--model", str(corrupt / "best"), "--data-dir", str(SMALL_DATA)], "model.safetensors cannot be read"),
+        # issue 23: silent failures and tracebacks
+        ("train", resume + ["--data-dir", str(resolve_data_dir(None))], "cannot resume: setting 'data_dir' differs"),
+        ("train", tr + ["--temperature", "inf"], "temperature must be a finite number > 0, got inf"),
+        ("train", tr + ["--temperature", "nan"], "temperature must be a finite number > 0, got nan"),
+        ("train", tr + ["--seed", "-1"], "seed must be a whole number from 0 to 4294967295"),
+        ("train", tr + ["--seed", "99999999999999999999999"], "seed must be a whole number from 0 to 4294967295"),
+        ("train", tr + ["--num-threads", "0"], "num_threads must be >= 1"),
+        ("train", tr + ["--num-threads", "-1"], "num_threads must be >= 1"),
+        ("train", tr + ["--probe-size", "100000"], "probe_size 100000 is more than the 602 sentences of STS-B dev"),
+        ("train", tr + ["--output-dir", ""], "--output-dir is empty"),
+        ("eval", ev + ["--batch-size", "-4"], "--batch-size must be >= 1, got -4"),
+        ("eval", ev + ["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        ("aggregate", agg + [str(good), "--output-dir", str(root / "agg"), "--rank-metric", "erank_vnee"], "unknown --rank-metric"),
+        # issue 23: hints
+        ("probe", probe + ["--tasks", "senteval"], "pass --data-dir (SentEval's data)"),
+        ("probe", probe + ["--tasks", "generated", "--corpus", str(root / "missing.txt")], "pass --corpus PATH"),
+        ("export", ["export", str(good), "/proc/rankcse-no-such/out"], "then run the command again"),
         ("train", tr + ["--config", str(root / "bad.yaml")], "is not valid YAML (expected ',' or ']', but got ':' at line 2"),
         ("train", tr + ["--config", str(root / "badtype.yaml")], "setting 'eval_batch_size' must be a whole number, got 'abc'"),
         ("train", tr + ["--config", str(root / "missing.yaml")], "does not exist"),
@@ -164,8 +198,9 @@ def _cases(model: Path, corpus: Path, s: dict[str, Path]) -> list[tuple[str, lis
     ]
 
 
-def test_every_bad_input_gets_one_line_and_changes_nothing(capsys, tiny_model_dir, tiny_corpus, scene) -> None:
+def test_every_bad_input_gets_one_line_and_changes_nothing(capsys, monkeypatch, tiny_model_dir, tiny_corpus, scene) -> None:
     root = scene["root"]
+    monkeypatch.chdir(root / "empty")  # where an empty --output-dir would write
     before = _tree(root)
     for command, argv, expected in _cases(tiny_model_dir, tiny_corpus, scene):
         rc = sweep.main(argv) if command == "sweep" else main(argv)
@@ -334,3 +369,62 @@ def test_cut_histories_are_reported(scene, tmp_path) -> None:
     assert cut["status"] == "truncated" and cut["n_evals"] == 1 and "(steps 2)" in cut["error"] and "last line is cut off" in cut["error"]
     no_run = trials.loc["t_00001_simcse"]
     assert no_run["status"] == "incomplete" and "result.json: its last line is cut off" in no_run["error"]
+
+
+# -- issue 23: --overwrite and export replace the previous result only once the new one is whole ----------------------
+
+
+def test_overwrite_replaces_exactly_the_runs_own_files(capsys, tiny_model_dir, tiny_corpus, scene, tmp_path) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(scene["good"], out)
+    mine = {"best.bak/weights.bin": b"mine", "metrics.jsonl.orig": b"old", "lastweek-notes.txt": b"notes", "last.json": b"{}"}
+    for name, data in mine.items():
+        (out / name).parent.mkdir(exist_ok=True)
+        (out / name).write_bytes(data)
+    argv = _train_args(tiny_model_dir, tiny_corpus, out, "--max-steps", "2", "--eval-every", "1", "--final-tasks", "none", "--seed", "3")
+    assert main(argv + ["--overwrite", "--quiet"]) == 0
+    assert {name: (out / name).read_bytes() for name in mine} == mine  # names that merely start with a run file's stay
+    assert json.loads((out / "config.json").read_text())["seed"] == 3 and [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [
+        0,
+        1,
+        2,
+    ]
+    assert ckpt.find_complete(out / "best") == out / "best" and sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no scratch left
+    capsys.readouterr()
+    assert main(["export", str(out), str(tmp_path / "model")]) == 0
+    first = _tree(tmp_path / "model")
+    assert main(["export", str(scene["good"]), str(tmp_path / "model"), "--overwrite"]) == 0
+    assert _tree(tmp_path / "model") != first and (tmp_path / "model" / "modules.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "run"]
+
+
+def test_a_run_diverging_before_any_checkpoint_does_not_claim_one(capsys, tiny_model_dir, tiny_corpus, tmp_path) -> None:
+    out = tmp_path / "run"
+    argv = _train_args(tiny_model_dir, tiny_corpus, out, "--max-steps", "2", "--eval-every", "1", "--final-tasks", "none")
+    assert main(argv + ["--temperature", "1e-45"]) == 2
+    err = _error_lines(capsys)
+    assert len(err) == 1 and "loss became" in err[0] and "no checkpoint was written" in err[0] and "last good" not in err[0], err
+    assert json.loads((out / "error.json").read_text())["kind"] == "diverged"
+
+
+def test_sigterm_mid_window_then_resume_logs_the_uninterrupted_means(straight, tmp_path) -> None:
+    """A stop between two evaluations saves the window's running sums: the next row averages over all its steps."""
+    from rankcse.train import Trainer
+
+    argv, reference = straight
+    out = tmp_path / "stopped"
+    cfg = config_from_args(build_parser().parse_args(argv(out)))
+    trainer = Trainer(cfg, out)
+    step = trainer._train_step
+
+    def step_then_sigterm_at_3(*args):  # the real step, then what SIGTERM's handler does, at step 3 (mid-window)
+        step(*args)
+        if trainer.state.step == 3:
+            trainer.request_stop(signal.SIGTERM)
+
+    trainer._train_step = step_then_sigterm_at_3
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    assert json.loads((out / "last" / "checkpoint.json").read_text())["step"] == 3
+    assert main(argv(out) + ["--resume"]) == 0
+    _same_run(out, reference)  # the step-4 row's loss and batch rank average steps 3 and 4, as uninterrupted

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from rankcse import metrics
+from rankcse.errors import ConfigError
 from rankcse.evaluation.sts import TASKS, resolve_data_dir
 from rankcse.geometry import alignment, uniformity
 from rankcse.rank import rank_metrics
@@ -34,6 +35,11 @@ class StepEvaluator:
 
     def __init__(self, data_dir: str | Path | None = None, probe_size: int | None = None, normalize: str = "l2") -> None:
         pairs = TASKS["stsb"].read(resolve_data_dir(data_dir), "dev")[0]
+        if probe_size is not None and probe_size > 2 * len(pairs):  # the config would record more sentences than were used
+            raise ConfigError(
+                f"probe_size {probe_size} is more than the {2 * len(pairs)} sentences of STS-B dev; "
+                "lower --probe-size, or omit it to use them all"
+            )
         keep = np.arange(len(pairs))
         if probe_size is not None and probe_size < 2 * len(pairs):
             keep = np.sort(np.random.default_rng(0).permutation(len(pairs))[: max(2, probe_size // 2)])
