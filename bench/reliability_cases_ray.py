@@ -1,10 +1,12 @@
-"""Issue 23's bad inputs and faults for the Ray side: `rankcse aggregate`, `rayjobs.local_cluster` and the sweep.
+"""Issue 23 cases of the Ray side (`rankcse aggregate`, `rayjobs.local_cluster`, the sweep's flags), for the campaign.
 
-Each case runs the real command in a subprocess on a scratch folder and returns (case, exit status, last line,
-verdict); the verdict says what was checked beside the exit status (an output folder left byte-identical, an
-unrelated process left alive, ...). ``python bench/reliability_campaign_ray.py`` prints them as a table.
-Nothing here is mocked: the aggregations read synthetic trial folders (known series, no training), the local
-cluster is a real Ray head on this machine (its own RAY_TMPDIR and ports), the sweeps are real driver runs.
+``cases(scene)`` follows bench/reliability_campaign.py's protocol (every ``reliability_cases_*.py`` defines it);
+``python bench/reliability_campaign_ray.py`` runs just these. Nothing is mocked: aggregations read synthetic
+trial folders (known series, no training), the local cluster is a real Ray head with its own RAY_TMPDIR, the
+sweeps are real driver runs, and the SIGKILL case kills real ``rankcse aggregate`` processes.
+
+    python bench/reliability_cases_ray.py sigkill SCRATCH [KILLS]   # the SIGKILL harness alone (one line out)
+    python bench/reliability_cases_ray.py cluster FOLDER            # the corrupted-state sequence on a real cluster
 """
 
 from __future__ import annotations
@@ -18,23 +20,26 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PY = sys.executable
+HERE = Path(__file__).resolve()
 STEPS = list(range(0, 110, 10))
 
+try:  # the shared campaign's case type, when it is there
+    from reliability_campaign import Case
+except ImportError:
 
-@dataclass
-class Result:
-    """One case's outcome."""
+    @dataclass
+    class Case:  # the same fields as reliability_campaign.Case
+        """One command: ``make(work)`` returns its argv; ``expect`` the good exit status; ``check(work)`` a verdict."""
 
-    case: str
-    rc: int | str
-    last: str
-    verdict: str = ""
+        name: str
+        make: Callable[[Path], list[str]]
+        expect: int
+        check: Callable[[Path], str] | None = None
+        timeout: float = 300.0
 
 
 # -- scratch data -------------------------------------------------------------------------------------------
@@ -63,28 +68,15 @@ def _final(shift: float) -> dict:
 
 def base_config(**overrides) -> dict:
     """A resolved-looking rankcse config (the keys `rankcse train` records)."""
-    cfg = {
-        "method": "simcse",
-        "method_args": {},
-        "model": "default",
-        "batch_size": 8,
-        "learning_rate": 3e-5,
-        "max_steps": STEPS[-1],
-        "eval_every": 10,
-        "seed": 0,
-        "rr_coef": 0.0,
-        "rr_schedule": "always",
-        "train_file": None,
-        "num_threads": 1,
-        "log_every": 10,
-        "device": "cpu",
-    }
+    cfg = {"method": "simcse", "method_args": {}, "model": "default", "batch_size": 8, "learning_rate": 3e-5, "max_steps": STEPS[-1]}
+    cfg.update({"eval_every": 10, "seed": 0, "rr_coef": 0.0, "rr_schedule": "always", "train_file": None})
+    cfg.update({"num_threads": 1, "log_every": 10, "device": "cpu"})
     cfg.update(overrides)
     return cfg
 
 
 def write_sweep(root: Path, seeds: int = 3) -> Path:
-    """A sweep's experiment folder (Tune layout): simcse x RR 0 / 0.1 (always) x ``seeds`` seeds, all completed."""
+    """A sweep's experiment folder (Tune layout): simcse x RR 0 / 0.1 always / 0.1 after_peak x ``seeds`` seeds, all completed."""
     (root / ".rankcse").mkdir(parents=True)
     grid = {"method": ["simcse"], "rr_coef": [0.0, 0.1], "rr_schedule": ["always", "after_peak"], "seed": list(range(seeds))}
     (root / ".rankcse" / "sweep.json").write_text(json.dumps({"spec": {"name": root.name, "grid": grid, "train": {"model": "default"}}}))
@@ -95,7 +87,7 @@ def write_sweep(root: Path, seeds: int = 3) -> Path:
             folder = root / f"t{n:04d}_{n:05d}_simcse_rr{rr:g}_{schedule}_seed{seed}"
             (folder / "run").mkdir(parents=True)
             (folder / "params.json").write_text(json.dumps(cell))
-            shift = 3 * rr * 10 + seed + (0.5 if schedule == "after_peak" else 0)
+            shift = 30 * rr + seed + (0.5 if schedule == "after_peak" else 0)
             records = _records(40 + 10 * seed, 80 - 5 * seed, shift)
             (folder / "run" / "config.json").write_text(json.dumps(base_config(**cell)))
             (folder / "run" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -107,11 +99,11 @@ def write_sweep(root: Path, seeds: int = 3) -> Path:
 
 
 def write_plain_runs(root: Path) -> Path:
-    """Three `rankcse train` output folders, seed 0 of simcse: batch 8, batch 16, and an exact repeat of batch 8."""
+    """Three `rankcse train` output folders, seed 0 of simcse: batch 8, batch 16, and batch 8 again (only the threads differ)."""
     for name, cfg, shift in (
         ("bs8", base_config(), 0.0),
         ("bs16", base_config(batch_size=16), 1.0),
-        ("bs8-again", base_config(num_threads=4), 0.0),  # the same run (only the thread count differs)
+        ("bs8-again", base_config(num_threads=4), 0.0),
     ):
         folder = root / name
         folder.mkdir(parents=True)
@@ -121,75 +113,27 @@ def write_plain_runs(root: Path) -> Path:
     return root
 
 
-# -- running ------------------------------------------------------------------------------------------------
-
-
-def run(argv: list[str], timeout: float = 120, env: dict[str, str | None] | None = None) -> tuple[int | str, str, str]:
-    """(exit status or 'timeout after Ns', last non-empty line of stdout+stderr, all output) of a command."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    full_env = {k: v for k, v in full_env.items() if v is not None}  # None: unset
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=ROOT, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as exc:
-        out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        err = (exc.stderr or b"").decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
-        lines = [ln for ln in (out + err).splitlines() if ln.strip()]
-        return f"timeout after {timeout:g}s", (lines[-1] if lines else ""), out + err
-    text = proc.stdout + proc.stderr
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    return proc.returncode, (lines[-1].strip() if lines else ""), text
+def _py_env() -> dict[str, str]:
+    """This process's environment (the campaign's PYTHONPATH names the checkout under test)."""
+    return dict(os.environ)
 
 
 def aggregate_argv(exp: Path, out: Path, *extra: str, figures: bool = False) -> list[str]:
-    """``rankcse aggregate`` on ``exp`` into ``out``."""
-    return [
-        PY,
-        "-m",
-        "rankcse",
-        "aggregate",
-        str(exp),
-        "--output-dir",
-        str(out),
-        "--n-boot",
-        "20",
-        *([] if figures else ["--no-figures"]),
-        *extra,
-    ]
+    """``rankcse aggregate`` on ``exp`` into ``out`` (as a subprocess command line)."""
+    flags = [] if figures else ["--no-figures"]
+    return [sys.executable, "-m", "rankcse", "aggregate", str(exp), "--output-dir", str(out), "--n-boot", "20", *flags, *extra]
 
 
-# -- aggregate ----------------------------------------------------------------------------------------------
+# -- the SIGKILL harness ------------------------------------------------------------------------------------
 
 
-def aggregate_cases(scratch: Path) -> Iterator[Result]:
-    """`--only` typos and missing values leave the earlier output byte-identical; plain runs group by their whole config."""
-    exp = write_sweep(scratch / "agg" / "sweep")
-    out = scratch / "agg" / "out"
-    rc, last, _ = run(aggregate_argv(exp, out))
-    yield Result("aggregate: a good run (the output to protect)", rc, last)
-    before = tree(out)
-    for only in ("rr_schedule=alwyas", "rr_coef=abc", "rr_coef=0.5", "seed=0,7", "method=mixcse"):
-        rc, last, _ = run(aggregate_argv(exp, out, "--only", only))
-        same = tree(out) == before
-        yield Result(f"aggregate --only {only}", rc, last, "output unchanged" if same else "OUTPUT CHANGED")
-    plain = write_plain_runs(scratch / "agg" / "plain")
-    pout = scratch / "agg" / "plain_out"
-    rc, last, text = run(aggregate_argv(plain, pout))
-    counts = next((ln for ln in text.splitlines() if ln.startswith("aggregated ")), last)
-    yield Result("aggregate: plain runs batch 8 / batch 16 / batch 8 again (4 threads)", rc, counts, "expect 2 completed, 1 duplicate")
-
-
-def _snapshot_changed(folder: Path, stamps: dict[str, float]) -> bool:
+def _started_writing(folder: Path, stamps: dict[str, int]) -> bool:
     """Whether the aggregation has started writing: a staging folder beside ``folder``, or a file of it changed."""
-    parent = folder.parent
-    if any(p.name.startswith(f".{folder.name}.") for p in parent.iterdir()):
-        return True
-    if not folder.exists():
+    if any(p.name.startswith(f".{folder.name}.") for p in folder.parent.iterdir()) or not folder.exists():
         return True
     for p in folder.iterdir():
-        if p.name.startswith("."):
-            return True
         try:
-            if p.stat().st_mtime_ns != stamps.get(p.name):
+            if p.name.startswith(".") or p.stat().st_mtime_ns != stamps.get(p.name):
                 return True
         except FileNotFoundError:
             return True
@@ -197,27 +141,28 @@ def _snapshot_changed(folder: Path, stamps: dict[str, float]) -> bool:
 
 
 def sigkill_campaign(scratch: Path, kills: int = 20, seed: int = 0, figures: bool = True, log: Callable[[str], None] | None = None) -> dict:
-    """SIGKILL ``rankcse aggregate`` over an earlier output at random points of its writing; count the outcomes.
+    """SIGKILL ``rankcse aggregate`` over an earlier output at random points of its writing; count what the output holds.
 
-    The earlier output is an aggregation of seeds 0-1 (``--only seed=0,1``); the new one is of every seed. After
-    each kill the output folder must equal one of the two exactly (file names and bytes). The kill time is drawn
-    uniformly within the write phase (from the first change beside or in the output folder to the process's exit,
-    as timed by an uninterrupted run), so most kills land while files are written.
+    The earlier output aggregates seeds 0-1 (``--only seed=0,1``), the new one every seed. After each kill the output
+    folder must equal one of the two exactly (names and bytes). The kill time is uniform over the write phase (from
+    the first change beside or in the output folder to the exit, timed by an uninterrupted run first), so the kills
+    land while files are written, not while Python imports.
     """
-    exp = scratch / "kill" / "sweep"
+    exp = scratch / "sweep"
     if not exp.exists():
         write_sweep(exp, seeds=4)
-    prev, new, out = scratch / "kill" / "prev", scratch / "kill" / "new", scratch / "kill" / "out"
+    prev, new, out = scratch / "prev", scratch / "new", scratch / "out"
     for folder in (prev, new):
         shutil.rmtree(folder, ignore_errors=True)
-    assert run(aggregate_argv(exp, prev, "--only", "seed=0,1", figures=figures))[0] == 0
-    assert run(aggregate_argv(exp, new, figures=figures))[0] == 0
+    env = _py_env()
+    for folder, extra in ((prev, ["--only", "seed=0,1"]), (new, [])):
+        done = subprocess.run(aggregate_argv(exp, folder, *extra, figures=figures), env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
     prev_tree, new_tree = tree(prev), tree(new)
     assert prev_tree != new_tree and prev_tree and new_tree
     rng = random.Random(seed)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     outcomes = {"previous": 0, "new": 0, "neither": 0}
-    windows: list[float] = []
+    window = 0.0
     details = []
     for i in range(kills + 1):  # run 0 is uninterrupted: it times the write phase
         shutil.rmtree(out, ignore_errors=True)
@@ -225,18 +170,16 @@ def sigkill_campaign(scratch: Path, kills: int = 20, seed: int = 0, figures: boo
             shutil.rmtree(p, ignore_errors=True)
         shutil.copytree(prev, out)
         stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-        proc = subprocess.Popen(
-            aggregate_argv(exp, out, figures=figures), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        while proc.poll() is None and not _snapshot_changed(out, stamps):
+        proc = subprocess.Popen(aggregate_argv(exp, out, figures=figures), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None and not _started_writing(out, stamps):
             time.sleep(0.002)
         started = time.monotonic()
         if i == 0:
             proc.wait()
-            windows.append(time.monotonic() - started)
+            window = time.monotonic() - started
             assert tree(out) == new_tree, "an uninterrupted run over the earlier output differs from a fresh one"
             continue
-        delay = rng.uniform(0, windows[0] * 1.1)
+        delay = rng.uniform(0, window * 1.1)
         time.sleep(delay)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
@@ -248,10 +191,10 @@ def sigkill_campaign(scratch: Path, kills: int = 20, seed: int = 0, figures: boo
         if log:
             log(f"kill {i:2d} at +{delay:.3f}s of the write phase: rc {proc.returncode}, output is {kind}")
     leftovers = sorted(p.name for p in out.parent.glob(f".{out.name}.*"))
-    # the next aggregation over a killed one finishes and cleans up what the kill left beside the output
-    rc = run(aggregate_argv(exp, out, figures=figures))[0]
+    # the next aggregation over a killed one finishes and clears what the kill left beside the output
+    rc = subprocess.run(aggregate_argv(exp, out, figures=figures), env=env, capture_output=True).returncode
     after = {"rc": rc, "whole": tree(out) == new_tree, "leftovers": sorted(p.name for p in out.parent.glob(f".{out.name}.*"))}
-    return {"outcomes": outcomes, "write_phase_s": windows[0], "details": details, "leftovers_after_kills": leftovers, "rerun": after}
+    return {"outcomes": outcomes, "write_phase_s": window, "details": details, "leftovers_after_kills": leftovers, "rerun": after}
 
 
 # -- local cluster ------------------------------------------------------------------------------------------
@@ -278,15 +221,6 @@ def pids_with_tmpdir(tmpdir: Path) -> list[int]:
     return sorted(out)
 
 
-def kill_pids(pids: list[int]) -> None:
-    """SIGKILL processes this campaign started (by PID)."""
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 def heads(tmpdir: Path) -> int:
     """How many Ray heads (``ray start --head``) run with this RAY_TMPDIR."""
     n = 0
@@ -295,136 +229,225 @@ def heads(tmpdir: Path) -> int:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"start" in cmd and b"--head" in cmd and any(c.endswith(b"ray.scripts.scripts") or c.endswith(b"/ray") for c in cmd):
-            n += 1
+        n += b"ray.scripts.scripts" in cmd and b"start" in cmd and b"--head" in cmd
     return n
 
 
-def local_cluster_cases(scratch_short: Path, with_cluster: bool = True) -> Iterator[Result]:
-    """Bad state files, a state naming an unrelated live session, and a state corrupted while the cluster runs."""
-    folder = scratch_short / "lc"
-    folder.mkdir(parents=True, exist_ok=True)
-    env = {"RANKCSE_LOCAL_CLUSTER_DIR": str(folder)}
-    lc = [PY, "-m", "rayjobs.local_cluster"]
-    state = folder / "state.json"
-    for text in ("[]", "{}", '{"sid": "abc"}'):
-        for command in ("status", "down", "up"):
-            if command == "up" and not with_cluster:
-                continue
-            state.write_text(text)
-            rc, last, out = run([*lc, command], timeout=180, env=env)
-            trace = "traceback" if "Traceback" in out else "no traceback"
-            if command == "up":
-                up_ok = rc == 0 and "local cluster: up" in out
-                stop = run([*lc, "down"], timeout=120, env=env)
-                kill_pids(pids_with_tmpdir(folder / "ray"))
-                verdict = f"{trace}; {'started' if up_ok else 'not started'} (down: {stop[1]})"
-            else:
-                verdict = trace
-            yield Result(f"local_cluster {command} with state.json = {text}", rc, last, verdict)
-    # a state naming an unrelated live session (a stale file and a reused PID)
-    other = subprocess.Popen(["sleep", "600"], start_new_session=True)
-    try:
-        stale = {
-            "sid": other.pid,
-            "address": "127.0.0.1:1",
-            "dashboard": "http://127.0.0.1:2",
-            "auth_mode": "disabled",
-            "ray_tmpdir": str(folder / "ray"),
-            "config": str(folder / "cluster.yaml"),
-            "log": str(folder / "ray_start.log"),
-            "max_workers": 2,
-            "worker": {"CPU": 2.0, "GPU": 1.0},
-            "started": "2026-01-01 00:00:00",
-        }
-        for command in ("status", "down"):
-            state.write_text(json.dumps(stale))
-            rc, last, _ = run([*lc, command], timeout=60, env=env)
-            alive = other.poll() is None
-            yield Result(
-                f"local_cluster {command}, state naming an unrelated live session",
-                rc,
-                last,
-                "unrelated alive" if alive else "UNRELATED KILLED",
-            )
-    finally:
-        if other.poll() is None:
-            other.kill()
-        other.wait()
-    if not with_cluster:
-        return
-    state.unlink(missing_ok=True)
+def _lc(folder: Path, *args: str, timeout: float = 240) -> tuple[int, str, str]:
+    env = {**_py_env(), "RANKCSE_LOCAL_CLUSTER_DIR": str(folder)}
+    done = subprocess.run([sys.executable, "-m", "rayjobs.local_cluster", *args], env=env, capture_output=True, text=True, timeout=timeout)
+    lines = [ln for ln in (done.stdout + done.stderr).splitlines() if ln.strip()]
+    return done.returncode, (lines[-1] if lines else ""), done.stdout + done.stderr
+
+
+def cluster_sequence(folder: Path) -> int:
+    """Up, corrupt state.json, then status / up / down; print one line saying what each saw; 0 when all went right."""
     tmpdir = folder / "ray"
+    state = folder / "state.json"
+    notes, ok = [], True
     try:
-        rc, last, _ = run([*lc, "up", "--max-workers", "1", "--cpus-per-worker", "1", "--gpus-per-worker", "0"], timeout=240, env=env)
-        yield Result("local_cluster up (fresh)", rc, last, f"{heads(tmpdir)} head(s)")
-        n_before = len(pids_with_tmpdir(tmpdir))
+        rc, last, _ = _lc(folder, "up", "--max-workers", "1", "--cpus-per-worker", "1", "--gpus-per-worker", "0")
+        if rc != 0:
+            print(f"up failed: {last}")
+            return 1
+        n = len(pids_with_tmpdir(tmpdir))
         state.write_text('{"sid": 12')
-        rc, last, _ = run([*lc, "status"], timeout=60, env=env)
-        yield Result("local_cluster status, state corrupted while it runs", rc, last)
-        rc, last, _ = run([*lc, "up", "--max-workers", "1", "--cpus-per-worker", "1", "--gpus-per-worker", "0"], timeout=240, env=env)
-        yield Result("local_cluster up, state corrupted while it runs", rc, last, f"{heads(tmpdir)} head(s) now")
+        rc, last, _ = _lc(folder, "status")
+        notes.append("status: running" if rc == 0 else f"status: {last}")
+        ok &= rc == 0
         state.write_text('{"sid": 12')
-        rc, last, _ = run([*lc, "down"], timeout=120, env=env)
+        rc, last, _ = _lc(folder, "up", "--max-workers", "1", "--cpus-per-worker", "1", "--gpus-per-worker", "0")
+        notes.append(f"up again: {heads(tmpdir)} head(s)")
+        ok &= heads(tmpdir) == 1
+        state.write_text('{"sid": 12')
+        rc, last, _ = _lc(folder, "down", timeout=120)
         time.sleep(1)
         left = pids_with_tmpdir(tmpdir)
-        yield Result(
-            "local_cluster down, state corrupted while it runs",
-            rc,
-            last,
-            f"{len(left)} of its processes left running (of {n_before})" if left else f"all {n_before}+ processes stopped",
-        )
+        notes.append(f"down: {len(left)} of {n} processes left")
+        ok &= not left
     finally:
-        run([*lc, "down"], timeout=120, env=env)
-        kill_pids(pids_with_tmpdir(tmpdir))
+        _lc(folder, "down", timeout=120)
+        for pid in pids_with_tmpdir(tmpdir):  # only this campaign's cluster (its own RAY_TMPDIR)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    shutil.rmtree(folder, ignore_errors=True)
+    print("; ".join(notes))
+    return 0 if ok else 1
 
 
-# -- sweep --------------------------------------------------------------------------------------------------
+# -- the cases ----------------------------------------------------------------------------------------------
 
 
-def sweep_cases(scratch: Path, with_ray: bool = True) -> Iterator[Result]:
-    """Storage path that is a file, a negative resource wait, an unreachable MLflow server, W&B without a login."""
-    base = scratch / "sweep"
-    base.mkdir(parents=True, exist_ok=True)
-    a_file = base / "a_file"
-    a_file.write_text("x")
-    sw = [PY, "rayjobs/sweep.py", "--preset", "smoke", "--max-steps", "2", "--num-seeds", "1", "--no-aggregate"]
-    rc, last, _ = run([*sw, "--dry-run", "--storage-path", str(a_file)], timeout=120)
-    yield Result("sweep --dry-run --storage-path FILE", rc, last)
-    rc, last, _ = run([*sw, "--dry-run", "--storage-path", str(a_file / "sub")], timeout=120)
-    yield Result("sweep --dry-run --storage-path FILE/sub", rc, last)
-    rc, last, _ = run([*sw, "--dry-run", "--storage-path", str(base / "st"), "--resource-wait", "-5"], timeout=120)
-    yield Result("sweep --dry-run --resource-wait -5", rc, last)
-    if not with_ray:
-        return
-    t0 = time.monotonic()
-    rc, last, _ = run([*sw, "--storage-path", str(a_file), "--address", "local"], timeout=240, env={"RAY_TMPDIR": str(base / "ray")})
-    yield Result("sweep --storage-path FILE (real run)", rc, last, f"{time.monotonic() - t0:.0f}s")
-    t0 = time.monotonic()
-    rc, last, _ = run(
-        [*sw, "--storage-path", str(base / "st2"), "--address", "local", "--mlflow", "http://127.0.0.1:9"],
-        timeout=90,
-        env={"RAY_TMPDIR": str(base / "ray")},
+def cases(scene) -> list[Case]:
+    """The Ray side's cases of issue 23."""
+
+    def agg_base(work: Path) -> tuple[Path, Path]:
+        exp = write_sweep(work / "sweep")
+        out = work / "out"
+        done = subprocess.run(aggregate_argv(exp, out), env=scene.env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"the output to protect was not made: {done.stderr.strip().splitlines()[-1:]}")
+        (work / ".before.json").write_text(json.dumps(tree(out)))
+        return exp, out
+
+    def only(value: str) -> Callable[[Path], list[str]]:
+        def make(work: Path) -> list[str]:
+            exp, out = agg_base(work)
+            return ["rankcse", *aggregate_argv(exp, out, "--only", value)[3:]]
+
+        return make
+
+    def out_unchanged(work: Path) -> str:
+        same = tree(work / "out") == json.loads((work / ".before.json").read_text())
+        return "out unchanged" if same else "BAD: out changed"
+
+    def plain(work: Path) -> list[str]:
+        return ["rankcse", *aggregate_argv(write_plain_runs(work / "runs"), work / "out")[3:]]
+
+    def plain_check(work: Path) -> str:
+        import pandas as pd
+
+        trials = pd.read_parquet(work / "out" / "trials.parquet")
+        counts = trials["status"].value_counts().to_dict()
+        good = counts == {"completed": 2, "duplicate": 1}
+        return ("" if good else "BAD: ") + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+
+    def lc(command: str, text: str) -> Callable[[Path], list[str]]:
+        def make(work: Path) -> list[str]:
+            folder = Path(f"/tmp/rc23-{os.getpid()}-{random.randrange(1 << 24):x}")  # short: Ray's socket paths
+            folder.mkdir()
+            (work / "lc_dir").write_text(str(folder))
+            (folder / "state.json").write_text(text)
+            return ["python", "-c", _with_cluster_dir(folder, ["-m", "rayjobs.local_cluster", command])]
+
+        return make
+
+    def no_traceback(work: Path) -> str:
+        folder = Path((work / "lc_dir").read_text())
+        shutil.rmtree(folder, ignore_errors=True)
+        return ""
+
+    def unrelated(command: str) -> Callable[[Path], list[str]]:
+        def make(work: Path) -> list[str]:
+            other = subprocess.Popen(["sleep", "600"], start_new_session=True)
+            (work / "other.pid").write_text(str(other.pid))
+            folder = Path(f"/tmp/rc23-{os.getpid()}-{random.randrange(1 << 24):x}")
+            folder.mkdir()
+            (work / "lc_dir").write_text(str(folder))
+            stale = {"sid": other.pid, "address": "127.0.0.1:1", "dashboard": "http://127.0.0.1:2", "auth_mode": "disabled"}
+            stale.update({"ray_tmpdir": str(folder / "ray"), "max_workers": 2, "worker": {"CPU": 2.0, "GPU": 1.0}, "started": "x"})
+            (folder / "state.json").write_text(json.dumps(stale))
+            return ["python", "-c", _with_cluster_dir(folder, ["-m", "rayjobs.local_cluster", command])]
+
+        return make
+
+    def unrelated_alive(work: Path) -> str:
+        pid = int((work / "other.pid").read_text())
+        alive = Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        try:
+            os.kill(pid, signal.SIGKILL)  # the sleep this case started
+        except ProcessLookupError:
+            pass
+        shutil.rmtree(Path((work / "lc_dir").read_text()), ignore_errors=True)
+        return "unrelated process alive" if alive else "BAD: unrelated process killed"
+
+    def cluster(work: Path) -> list[str]:
+        folder = Path(f"/tmp/rc23-{os.getpid()}-{random.randrange(1 << 24):x}")
+        folder.mkdir()
+        return ["python", str(HERE), "cluster", str(folder)]
+
+    def sigkill(work: Path) -> list[str]:
+        return ["python", str(HERE), "sigkill", str(work), os.environ.get("RANKCSE_CAMPAIGN_KILLS", "20")]
+
+    sweep_py = str(Path(scene.tree) / "rayjobs" / "sweep.py")
+    sw = ["python", sweep_py, "--preset", "smoke", "--max-steps", "2", "--num-seeds", "1", "--no-aggregate"]
+
+    def a_file(work: Path) -> Path:
+        (work / "a_file").write_text("x")
+        return work / "a_file"
+
+    def no_trials(name: str) -> Callable[[Path], str]:
+        return lambda work: (
+            f"{sum(1 for _ in (work / name).glob('*/*/params.json'))} trials started" if (work / name).exists() else "nothing written"
+        )
+
+    ray_env = "RAY_TMPDIR"  # the sweeps that get as far as Ray start their own local one under the case's folder
+    wandb_env = {"WANDB_MODE": None, "WANDB_API_KEY": None, "WANDB_SETUP_API_KEY_HOOK": None, "NETRC": "/nonexistent/netrc"}
+    return [
+        Case("aggregate --only rr_schedule=alwyas", only("rr_schedule=alwyas"), 2, out_unchanged),
+        Case("aggregate --only rr_coef=abc", only("rr_coef=abc"), 2, out_unchanged),
+        Case("aggregate --only rr_coef=0.5 (no trial has it)", only("rr_coef=0.5"), 2, out_unchanged),
+        Case("aggregate --only seed=0,7 (7: no trial)", only("seed=0,7"), 2, out_unchanged),
+        Case("aggregate: plain runs bs 8 / bs 16 / bs 8 again", plain, 0, plain_check),
+        Case("aggregate SIGKILLed at random points (x RANKCSE_CAMPAIGN_KILLS, 20)", sigkill, 0, timeout=3600),
+        *(
+            Case(f"local_cluster {c} with state.json {t}", lc(c, t), 1 if c == "status" else 0, no_traceback)
+            for t in ("[]", "{}", '{"sid": "abc"}')
+            for c in ("status", "down")
+        ),
+        Case("local_cluster status, state naming an unrelated session", unrelated("status"), 1, unrelated_alive),
+        Case("local_cluster down, state naming an unrelated session", unrelated("down"), 0, unrelated_alive),
+        Case("local_cluster: state corrupted while the cluster runs (status/up/down)", cluster, 0, timeout=900),
+        Case("sweep --dry-run --storage-path FILE", lambda w: [*sw, "--dry-run", "--storage-path", str(a_file(w))], 2),
+        Case("sweep --storage-path FILE (real run)", lambda w: [*sw, "--storage-path", str(a_file(w)), "--address", "local"], 2),
+        Case(
+            "sweep --dry-run --resource-wait -5", lambda w: [*sw, "--dry-run", "--storage-path", str(w / "st"), "--resource-wait", "-5"], 2
+        ),
+        Case(
+            "sweep --mlflow http://127.0.0.1:9 (unreachable)",
+            lambda w: _env_argv(
+                {ray_env: str(w / "ray")}, [*sw, "--storage-path", str(w / "st"), "--address", "local", "--mlflow", "http://127.0.0.1:9"]
+            ),
+            2,
+            no_trials("st"),
+            timeout=420,
+        ),
+        Case(
+            "sweep --wandb P, no key, WANDB_MODE unset",
+            lambda w: _env_argv(
+                {ray_env: str(w / "ray"), **wandb_env}, [*sw, "--storage-path", str(w / "st"), "--address", "local", "--wandb", "p"]
+            ),
+            2,
+            no_trials("st"),
+            timeout=420,
+        ),
+    ]
+
+
+def _with_cluster_dir(folder: Path, argv: list[str]) -> str:
+    """``python -c`` code running ``python ARGV`` with RANKCSE_LOCAL_CLUSTER_DIR set to ``folder``."""
+    return _env_argv({"RANKCSE_LOCAL_CLUSTER_DIR": str(folder)}, ["python", *argv])[2]
+
+
+def _env_argv(env: dict[str, str | None], argv: list[str]) -> list[str]:
+    """``python -c`` running ``argv`` (``python ...``) with ``env`` changed (None: unset), output and status passed on."""
+    code = (
+        "import os, subprocess, sys; env = dict(os.environ); "
+        f"changes = {env!r}; "
+        "[env.pop(k, None) if v is None else env.__setitem__(k, v) for k, v in changes.items()]; "
+        f"sys.exit(subprocess.run([sys.executable, *{argv[1:]!r}], env=env).returncode)"
     )
-    yield Result(
-        "sweep --mlflow http://127.0.0.1:9 (unreachable)",
-        rc,
-        last,
-        f"{time.monotonic() - t0:.0f}s; trials started: {_trials(base / 'st2')}",
-    )
-    t0 = time.monotonic()
-    rc, last, _ = run(
-        [*sw, "--storage-path", str(base / "st3"), "--address", "local", "--wandb", "rankcse-campaign"],
-        timeout=90,
-        env={"RAY_TMPDIR": str(base / "ray"), "WANDB_MODE": None, "WANDB_API_KEY": None, "NETRC": str(base / "none")},
-    )
-    yield Result(
-        "sweep --wandb P without a login (WANDB_MODE unset)",
-        rc,
-        last,
-        f"{time.monotonic() - t0:.0f}s; trials started: {_trials(base / 'st3')}",
-    )
+    return ["python", "-c", code]
 
 
-def _trials(storage: Path) -> int:
-    return sum(1 for _ in storage.glob("*/*/params.json")) if storage.is_dir() else 0
+def main(argv: list[str]) -> int:
+    """``sigkill SCRATCH [KILLS]`` or ``cluster FOLDER``: the composite cases, one line out."""
+    if argv[:1] == ["sigkill"]:
+        scratch, kills = Path(argv[1]), int(argv[2]) if len(argv) > 2 else 20
+        report = sigkill_campaign(scratch, kills=kills, log=lambda line: print(line, file=sys.stderr, flush=True))
+        o, rerun = report["outcomes"], report["rerun"]
+        print(
+            f"{kills} kills in a {report['write_phase_s']:.2f}s write phase: previous whole {o['previous']}, new whole {o['new']}, "
+            f"neither {o['neither']}; rerun rc {rerun['rc']}, whole {rerun['whole']}, leftovers {len(rerun['leftovers'])}"
+        )
+        return 0 if o["neither"] == 0 and rerun["whole"] and not rerun["leftovers"] else 1
+    if argv[:1] == ["cluster"]:
+        return cluster_sequence(Path(argv[1]))
+    print(__doc__.strip().splitlines()[0])
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
