@@ -140,13 +140,30 @@ def _started_writing(folder: Path, stamps: dict[str, int]) -> bool:
     return False
 
 
+def _aggregate_child(exp: Path, out: Path, figures: bool) -> int:
+    """Fork a process that runs the aggregation (this process has imported it already); return its PID."""
+    from rayjobs.aggregate import aggregate
+
+    pid = os.fork()
+    if pid == 0:  # the child: the aggregation, then out without Python's shutdown
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1), os.dup2(devnull, 2)
+            aggregate(exp, out, n_boot=20, figures=figures)
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    return pid
+
+
 def sigkill_campaign(scratch: Path, kills: int = 20, seed: int = 0, figures: bool = True, log: Callable[[str], None] | None = None) -> dict:
     """SIGKILL ``rankcse aggregate`` over an earlier output at random points of its writing; count what the output holds.
 
     The earlier output aggregates seeds 0-1 (``--only seed=0,1``), the new one every seed. After each kill the output
-    folder must equal one of the two exactly (names and bytes). The kill time is uniform over the write phase (from
-    the first change beside or in the output folder to the exit, timed by an uninterrupted run first), so the kills
-    land while files are written, not while Python imports.
+    folder must equal one of the two exactly (names and bytes). Each aggregation is a process forked from this one
+    (which imported the aggregator once, so a kill costs no start-up); the kill time is uniform over the write phase
+    (from the first change beside or in the output folder to the exit, timed by an uninterrupted run first), so the
+    kills land while files are written.
     """
     exp = scratch / "sweep"
     if not exp.exists():
@@ -170,31 +187,42 @@ def sigkill_campaign(scratch: Path, kills: int = 20, seed: int = 0, figures: boo
             shutil.rmtree(p, ignore_errors=True)
         shutil.copytree(prev, out)
         stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-        proc = subprocess.Popen(aggregate_argv(exp, out, figures=figures), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while proc.poll() is None and not _started_writing(out, stamps):
-            time.sleep(0.002)
+        pid = _aggregate_child(exp, out, figures)
+        while os.waitpid(pid, os.WNOHANG) == (0, 0) and not _started_writing(out, stamps):
+            time.sleep(0.001)
         started = time.monotonic()
         if i == 0:
-            proc.wait()
+            _, status = os.waitpid(pid, 0)
             window = time.monotonic() - started
-            assert tree(out) == new_tree, "an uninterrupted run over the earlier output differs from a fresh one"
+            assert status == 0 and tree(out) == new_tree, "an uninterrupted run over the earlier output differs from a fresh one"
             continue
         delay = rng.uniform(0, window * 1.1)
         time.sleep(delay)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _, status = os.waitpid(pid, 0)
+        killed = os.WIFSIGNALED(status)
         now = tree(out)
         kind = "previous" if now == prev_tree else ("new" if now == new_tree else "neither")
         outcomes[kind] += 1
-        details.append((round(delay, 3), proc.returncode, kind))
+        details.append((round(delay, 3), "killed" if killed else "finished", kind))
         if log:
-            log(f"kill {i:2d} at +{delay:.3f}s of the write phase: rc {proc.returncode}, output is {kind}")
+            log(f"kill {i:2d} at +{delay:.3f}s of the write phase: {'killed' if killed else 'finished first'}, output is {kind}")
     leftovers = sorted(p.name for p in out.parent.glob(f".{out.name}.*"))
-    # the next aggregation over a killed one finishes and clears what the kill left beside the output
+    # the next aggregation over a killed one (a fresh `rankcse aggregate`) finishes and clears what the kill left
     rc = subprocess.run(aggregate_argv(exp, out, figures=figures), env=env, capture_output=True).returncode
     after = {"rc": rc, "whole": tree(out) == new_tree, "leftovers": sorted(p.name for p in out.parent.glob(f".{out.name}.*"))}
-    return {"outcomes": outcomes, "write_phase_s": window, "details": details, "leftovers_after_kills": leftovers, "rerun": after}
+    killed = sum(1 for d in details if d[1] == "killed")
+    return {
+        "outcomes": outcomes,
+        "killed": killed,
+        "write_phase_s": window,
+        "details": details,
+        "leftovers_after_kills": leftovers,
+        "rerun": after,
+    }
 
 
 # -- local cluster ------------------------------------------------------------------------------------------
@@ -283,12 +311,19 @@ def cluster_sequence(folder: Path) -> int:
 def cases(scene) -> list[Case]:
     """The Ray side's cases of issue 23."""
 
+    base = Path(scene.root) / "ray_agg_base"
+
     def agg_base(work: Path) -> tuple[Path, Path]:
-        exp = write_sweep(work / "sweep")
-        out = work / "out"
-        done = subprocess.run(aggregate_argv(exp, out), env=scene.env, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"the output to protect was not made: {done.stderr.strip().splitlines()[-1:]}")
+        """The synthetic sweep and an aggregation of it (made once, copied into each case)."""
+        if not base.exists():
+            exp = write_sweep(base / "sweep")
+            done = subprocess.run(aggregate_argv(exp, base / "out"), env=scene.env, capture_output=True, text=True)
+            if done.returncode != 0:
+                shutil.rmtree(base)
+                raise RuntimeError(f"the output to protect was not made: {done.stderr.strip().splitlines()[-1:]}")
+        exp, out = work / "sweep", work / "out"
+        shutil.copytree(base / "sweep", exp)
+        shutil.copytree(base / "out", out)
         (work / ".before.json").write_text(json.dumps(tree(out)))
         return exp, out
 
@@ -439,7 +474,8 @@ def main(argv: list[str]) -> int:
         report = sigkill_campaign(scratch, kills=kills, log=lambda line: print(line, file=sys.stderr, flush=True))
         o, rerun = report["outcomes"], report["rerun"]
         print(
-            f"{kills} kills in a {report['write_phase_s']:.2f}s write phase: previous whole {o['previous']}, new whole {o['new']}, "
+            f"{report['killed']} of {kills} kills mid-write ({report['write_phase_s']:.2f}s write phase): previous whole {o['previous']}, "
+            f"new whole {o['new']}, "
             f"neither {o['neither']}; rerun rc {rerun['rc']}, whole {rerun['whole']}, leftovers {len(rerun['leftovers'])}"
         )
         return 0 if o["neither"] == 0 and rerun["whole"] and not rerun["leftovers"] else 1

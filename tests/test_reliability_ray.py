@@ -308,5 +308,5 @@ def test_sigkill_at_random_points_of_aggregate_leaves_the_previous_or_the_new_re
     finally:
         sys.path.remove(str(ROOT / "bench"))
     report = sigkill_campaign(tmp_path, kills=int(os.environ.get("RANKCSE_TEST_KILLS", "5")), seed=1, figures=True)
-    assert report["outcomes"]["neither"] == 0, report
+    assert report["outcomes"]["neither"] == 0 and report["killed"] >= 1, report  # some kills landed mid-write
     assert report["rerun"] == {"rc": 0, "whole": True, "leftovers": []}, report
