@@ -192,7 +192,8 @@ def _experiment_paths(args: argparse.Namespace, name: str) -> tuple[Path, Path]:
     storage = Path(storage).expanduser().resolve()
     output = (args.output_dir or DEFAULT_OUTPUT / name).expanduser().resolve()
     _check_folder("--storage-path", storage)
-    _check_folder("--output-dir", output)
+    if not args.no_aggregate:
+        _check_folder("--output-dir", output)
     return storage, output
 
 
