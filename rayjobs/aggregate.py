@@ -30,6 +30,7 @@ from rankcse.errors import ConfigError, DataError, RankCSEError
 from rankcse.phases import split_phases
 from rayjobs import schema
 from rayjobs.findings import compute_findings
+from rayjobs.folder_swap import replacing_folder
 from rayjobs.histories import COLLAPSED, COMPLETED, CORE_KEYS, CORRUPT, DUPLICATE, ERRORED, INCOMPLETE, TRUNCATED, Trial, read_experiment
 from rayjobs.spec import cell_label
 from rayjobs.statistics import N_BOOT, bootstrap_mean_std, correlate, mean_of_correlations, trial_correlation, welch
@@ -43,6 +44,8 @@ VNE = "probe/erank_vne"
 #: Average rank of each rank notion (trials table column) that the seed-std correlation uses.
 AVERAGE_OF = {ENERGY: "avg_energy_rank_99", VNE: "avg_erank_vne"}
 SEED_STD_SCORES = ("avg", "stsb", "best_stsb_dev")
+#: Figure files an aggregation may write: an earlier one that the new aggregation does not draw is dropped.
+OUTPUT_FIGURES = ("rank_and_stsb_over_steps.png", "score_by_rr.png", "rank_vs_seed_std.png")
 
 
 @dataclass
@@ -320,19 +323,52 @@ def _matches(value: Any, allowed: list[str]) -> bool:
 
 
 def select_trials(trials: list[Trial], only: dict[str, list[str]]) -> list[Trial]:
-    """The trials whose grid cell matches every ``--only`` axis (unreadable folders are kept, to be reported)."""
+    """The trials whose grid cell matches every ``--only`` axis (unreadable folders are kept, to be reported).
+
+    A key no trial has, a value no trial has (a typo, text for a number) or a selection that keeps no trial is a
+    ConfigError naming the valid keys or values: an aggregation of nothing would replace good tables with empty ones.
+    """
     if not only:
         return trials
     from rankcse.errors import ConfigError
 
-    known = {k for t in trials for k in {**t.config, **t.axes}}
+    readable = [t for t in trials if t.status != CORRUPT]
+    known = {k for t in readable for k in {**t.config, **t.axes}}
     unknown = sorted(set(only) - known)
-    if unknown and any(t.status != CORRUPT for t in trials):
+    if unknown and readable:
         raise ConfigError(
             f"--only names {', '.join(unknown)}, which no trial has; its axes are "
-            f"{', '.join(sorted(known & {k for t in trials for k in t.axes}))}"
+            f"{', '.join(sorted(known & {k for t in trials for k in t.axes}) or CORE_KEYS)}"
         )
-    return [t for t in trials if t.status == CORRUPT or all(_matches({**t.config, **t.axes}.get(k), v) for k, v in only.items())]
+    for key, allowed in only.items():
+        present = [_setting(t, key) for t in readable]
+        values = sorted({_shown(v) for v in present}, key=_sort_key)
+        absent = [text for text in allowed if not any(_matches(v, [text]) for v in present)]
+        if absent:
+            raise ConfigError(
+                f"--only {key}={','.join(allowed)}: no trial has {key} = {', '.join(absent)}; its values are {', '.join(values)}"
+            )
+    kept = [t for t in trials if t.status == CORRUPT or all(_matches(_setting(t, k), v) for k, v in only.items())]
+    if readable and not any(t.status != CORRUPT for t in kept):
+        shown = " ".join(f"--only {k}={','.join(v)}" for k, v in only.items())
+        raise ConfigError(f"{shown} together keep no trial (each value exists, but not in one trial); drop or widen one")
+    return kept
+
+
+def _setting(trial: Trial, key: str) -> Any:
+    """A trial's value of a grid axis or train setting (the axis wins)."""
+    return trial.axes[key] if key in trial.axes else trial.config.get(key)
+
+
+def _shown(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _sort_key(text: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(text), text)
+    except ValueError:
+        return (1, 0.0, text)
 
 
 def build_tables(
@@ -408,11 +444,42 @@ def aggregate(
     output_dir = Path(output_dir).expanduser().resolve()
     if output_dir.exists() and not output_dir.is_dir():
         raise ConfigError(f"--output-dir {output_dir} is a file; pass a folder")
+    if output_dir in experiment_dir.parents:
+        raise ConfigError(f"--output-dir {output_dir} holds the experiment folder; pass a folder beside it (e.g. results/<name>)")
     tables, trials, axes = build_tables(experiment_dir, rank_metric, window, n_boot, seed, only)
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
+        with replacing_folder(output_dir, owned=is_output_file) as staging:
+            files, counts, figure_files = _write_outputs(
+                staging, experiment_dir, tables, trials, axes, rank_metric, window, n_boot, seed, figures, only
+            )
     except OSError as exc:
-        raise ConfigError(f"cannot create --output-dir {output_dir} ({exc.strerror}); pass a folder you can write") from None
+        raise ConfigError(f"cannot write --output-dir {output_dir} ({exc.strerror}); pass a folder you can write") from None
+    files = {name: output_dir / path.name for name, path in files.items()}
+    skipped = [(t.path, t.error or "unreadable") for t in trials if t.status == CORRUPT]
+    done = tables["trials"][tables["trials"]["status"] == COMPLETED]
+    cells = {cell_label(_cell_of(row, axes)) for _, row in done.iterrows()}
+    return Aggregated(output_dir, files, counts, skipped, cells, time.perf_counter() - started)
+
+
+def is_output_file(name: str) -> bool:
+    """Whether a file of an output folder is the aggregator's (replaced or dropped) rather than the user's (kept)."""
+    return name == "report.md" or name in OUTPUT_FIGURES or (name.endswith(".parquet") and name[: -len(".parquet")] in schema.TABLES)
+
+
+def _write_outputs(
+    output_dir: Path,
+    experiment_dir: Path,
+    tables: dict[str, pd.DataFrame],
+    trials: list[Trial],
+    axes: list[str],
+    rank_metric: str,
+    window: int,
+    n_boot: int,
+    seed: int,
+    figures: bool,
+    only: dict[str, list[str]] | None,
+) -> tuple[dict[str, Path], dict[str, int], dict[str, Path]]:
+    """Write the tables, figures and report.md into ``output_dir`` (the staging folder); return (files, counts, figures)."""
     files: dict[str, Path] = {}
     # How the findings were computed, so they can be recomputed from the steps and trials tables alone.
     findings_params = {"rankcse.findings": json.dumps({"window": window, "n_boot": n_boot, "seed": seed})}
@@ -424,7 +491,6 @@ def aggregate(
             axes if name in ("steps", "trials", "summary") else (),
             findings_params if name == "findings" else None,
         )
-    skipped = [(t.path, t.error or "unreadable") for t in trials if t.status == CORRUPT]
     statuses = (COMPLETED, TRUNCATED, COLLAPSED, ERRORED, INCOMPLETE, DUPLICATE, CORRUPT)
     counts = {s: sum(1 for t in trials if t.status == s) for s in statuses}
     figure_files: dict[str, Path] = {}
@@ -436,9 +502,7 @@ def aggregate(
     from rayjobs.report import write_report
 
     files["report"] = write_report(output_dir, experiment_dir, tables, trials, counts, figure_files, f"probe/{rank_metric}", window, only)
-    done = tables["trials"][tables["trials"]["status"] == COMPLETED]
-    cells = {cell_label(_cell_of(row, axes)) for _, row in done.iterrows()}
-    return Aggregated(output_dir, files, counts, skipped, cells, time.perf_counter() - started)
+    return files, counts, figure_files
 
 
 def _cell_of(row: pd.Series, axes: list[str]) -> dict[str, Any]:

@@ -34,6 +34,9 @@ PREFERENCE = {COMPLETED: 5, TRUNCATED: 4, COLLAPSED: 3, INCOMPLETE: 2, ERRORED: 
 #: Folders never searched for trials.
 SKIP_DIRS = {"run", "best", "last", ".rankcse", "__pycache__"}
 CORE_KEYS = ("method", "seed", "rr_coef", "rr_schedule", "model")
+#: Settings of a plain run that do not define what it computes (bookkeeping and speed): two runs differing only in
+#: these are the same run. Every other setting of its config.json tells runs apart.
+NOT_DEFINING = ("num_threads", "log_every", "device", "eval_batch_size", "checkpoint_every_evals", "save_best", "output_dir")
 
 
 @dataclass
@@ -54,9 +57,14 @@ class Trial:
 
     @property
     def cell(self) -> tuple:
-        """What makes two trials the same experiment condition (used to spot duplicate folders)."""
-        keys = dict(self.axes) if self.axes else {k: self.config.get(k) for k in CORE_KEYS}
-        return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in keys.items()))
+        """What makes two trials the same run (used to spot duplicate folders): a sweep trial's grid cell, a plain
+        run's whole config less the settings that do not define it."""
+        if self.layout == "tune":
+            keys = dict(self.axes)
+        else:
+            keys = {k: v for k, v in self.config.items() if k not in NOT_DEFINING}
+            keys.update({k: self.config.get(k) for k in CORE_KEYS})
+        return tuple(sorted((k, json.dumps(v, sort_keys=True, default=str)) for k, v in keys.items()))
 
 
 def _read_json(path: Path) -> Any:
@@ -263,6 +271,7 @@ def read_experiment(root: str | Path) -> list[Trial]:
 
     trials = [read_tune_trial(f, root, spec_of(f)) if layout == "tune" else read_plain_run(f, root) for f, layout in _walk(root)]
     trials.sort(key=lambda t: t.path)
+    _settings_as_axes(trials)
     rank = PREFERENCE
     best: dict[tuple, Trial] = {}
     for t in trials:
@@ -276,3 +285,15 @@ def read_experiment(root: str | Path) -> list[Trial]:
         else:
             t.status = DUPLICATE
     return trials
+
+
+def _settings_as_axes(trials: list[Trial]) -> None:
+    """Give plain runs the settings that tell them apart as grid axes (as a sweep's ``--grid`` would): runs that differ
+    in, say, batch size are then separate conditions in the tables, not seeds of one."""
+    plain = [t for t in trials if t.layout == "run" and t.status != CORRUPT]
+    keys = sorted({k for t in plain for k in t.config} - set(NOT_DEFINING) - set(CORE_KEYS))
+    varying = [k for k in keys if len({json.dumps(t.config.get(k), sort_keys=True, default=str) for t in plain}) > 1]
+    for t in plain:
+        for key in varying:
+            value = t.config.get(key)
+            t.axes[key] = json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value

@@ -8,11 +8,15 @@
 ``up`` runs ``RAY_FAKE_CLUSTER=1 ray start --head --block --autoscaling-config ...`` in a session of
 its own, with its own RAY_TMPDIR, free ports and an explicit RAY_AUTH_MODE (the caller's, else ``disabled``), so it coexists with any
 other Ray on the machine; every process of the cluster (head services, the autoscaler's fake worker
-nodes, their workers) belongs to that session. ``down`` ends exactly those processes, by PID: a
-SIGTERM, then SIGKILL after a grace period (gcs_server and the monitor ignore SIGTERM for over 10 s).
-It never runs ``ray stop``, which ends every Ray process of the user. Without ``ray[default]``'s
-dashboard packages (``pip install -e .`` alone) the head starts without the dashboard, and ``up``
-says so in one line: no web UI and no ``ray job submit`` until ``pip install -e '.[dashboard]'``.
+nodes, their workers) belongs to that session and carries that RAY_TMPDIR. ``state.json`` is a
+record, never trusted alone: it counts only when the PID it names is this folder's own head (its
+command line and RAY_TMPDIR say so), and when it is lost or damaged while the cluster runs the head is
+found by its RAY_TMPDIR and the state rebuilt. ``down`` ends exactly the processes that carry the
+cluster's RAY_TMPDIR, by PID: a SIGTERM, then SIGKILL after a grace period (gcs_server and the monitor
+ignore SIGTERM for over 10 s). It never runs ``ray stop``, which ends every Ray process of the user.
+Without ``ray[default]``'s dashboard packages (``pip install -e .`` alone) the head starts without the
+dashboard, and ``up`` says so in one line: no web UI and no ``ray job submit`` until
+``pip install -e '.[dashboard]'``.
 """
 
 from __future__ import annotations
@@ -102,14 +106,138 @@ def session_pids(sid: int) -> list[int]:
     return sorted(pids)
 
 
-def read_state() -> dict[str, Any] | None:
-    """The running cluster's state (address, PIDs), None when none of ours runs."""
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        return [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+    except OSError:
+        return None
+
+
+def _environ(pid: int) -> dict[str, str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:  # gone, or another user's process
+        return None
+    return dict(e.decode(errors="replace").split("=", 1) for e in raw if b"=" in e)
+
+
+def ray_tmpdir() -> str:
+    """The RAY_TMPDIR of this folder's cluster: every one of its processes carries it in its environment."""
+    return str(state_dir() / "ray")
+
+
+def is_own_head(pid: int, tmpdir: str | None = None) -> bool:
+    """Whether ``pid`` is the ``ray start --head`` that ``up`` ran for this folder: its command line, its RAY_TMPDIR
+    and the session it leads all say so (a stale state.json may name a reused PID)."""
+    tmpdir = tmpdir or ray_tmpdir()
+    stat, cmd, env = _proc_stat(pid), _cmdline(pid), _environ(pid)
+    if stat is None or stat[0] != pid or cmd is None or env is None:
+        return False
+    head = "ray.scripts.scripts" in cmd and "start" in cmd and "--head" in cmd and f"--temp-dir={tmpdir}" in cmd
+    return head and env.get("RAY_TMPDIR") == tmpdir and env.get("RAY_FAKE_CLUSTER") == "1"
+
+
+def _marked(env: dict[str, str] | None, tmpdir: str) -> bool:
+    return env is not None and env.get("RAY_TMPDIR") == tmpdir and env.get("RAY_FAKE_CLUSTER") == "1"
+
+
+def cluster_pids(tmpdir: str | None = None) -> list[int]:
+    """Live processes of this folder's cluster, found by their environment (not by state.json): RAY_TMPDIR and
+    RAY_FAKE_CLUSTER as ``up`` set them, in a session whose leader is gone or is one of them (never a user's shell)."""
+    tmpdir = tmpdir or ray_tmpdir()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        stat = _proc_stat(pid)
+        if stat is None or not _marked(_environ(pid), tmpdir):
+            continue
+        leader = stat[0]
+        if leader == pid or _proc_stat(leader) is None or _marked(_environ(leader), tmpdir):
+            pids.append(pid)
+    return sorted(pids)
+
+
+def find_head(tmpdir: str | None = None) -> int | None:
+    """The PID of this folder's running Ray head, found by its command line and RAY_TMPDIR; None when none runs."""
+    tmpdir = tmpdir or ray_tmpdir()
+    return next((pid for pid in cluster_pids(tmpdir) if is_own_head(pid, tmpdir)), None)
+
+
+def _load_state() -> tuple[dict[str, Any] | None, str | None]:
+    """state.json if it names this folder's running head, else (None, what is wrong with it; None when absent)."""
     path = state_dir() / STATE_FILE
     try:
         state = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as exc:
+        return None, f"{path} is unreadable ({type(exc).__name__})"
+    sid = state.get("sid") if isinstance(state, dict) else None
+    if not isinstance(sid, int) or isinstance(sid, bool) or sid <= 0 or not isinstance(state.get("address"), str):
+        return None, f"{path} is not a cluster state (no process id and address)"
+    if not is_own_head(sid):
+        return None, f"{path} names pid {sid}, which is not this cluster's Ray head (a stale file)"
+    return state, None
+
+
+def state_from_head(pid: int) -> dict[str, Any]:
+    """The state of a running head rebuilt from its command line and environment (when state.json is lost or damaged)."""
+    cmd, env = _cmdline(pid) or [], _environ(pid) or {}
+    flags = dict(a[2:].split("=", 1) for a in cmd if a.startswith("--") and "=" in a)
+    config: dict[str, Any] = {}
+    try:
+        config = yaml.safe_load(Path(flags["autoscaling-config"]).read_text()) or {}
+        worker = config["available_node_types"][WORKER_TYPE]["resources"]
+    except (KeyError, OSError, TypeError, yaml.YAMLError):
+        worker = {}
+    dashboard = flags.get("include-dashboard") == "true" and flags.get("dashboard-port")
+    return {
+        "sid": pid,
+        "address": f"{flags.get('node-ip-address', '127.0.0.1')}:{flags.get('port', '?')}",
+        "dashboard": f"http://{flags.get('dashboard-host', '127.0.0.1')}:{flags['dashboard-port']}" if dashboard else None,
+        "auth_mode": env.get("RAY_AUTH_MODE", "disabled"),
+        "ray_tmpdir": env.get("RAY_TMPDIR", ray_tmpdir()),
+        "config": flags.get("autoscaling-config", ""),
+        "log": str(state_dir() / "ray_start.log"),
+        "max_workers": config.get("max_workers", 0) if isinstance(config, dict) else 0,
+        "worker": {"CPU": float(worker.get("CPU", 0)), "GPU": float(worker.get("GPU", 0))},
+        "started": "unknown (state rebuilt from the running head)",
+        "pids": session_pids(pid),
+    }
+
+
+def read_state(quiet: bool = False) -> dict[str, Any] | None:
+    """The running cluster's state (address, PIDs), None when none of ours runs.
+
+    state.json is trusted only when it names this folder's own head (:func:`is_own_head`); when it is damaged or
+    stale while the cluster runs, the head is found by its RAY_TMPDIR and the state rebuilt and written again.
+    """
+    state, problem = _load_state()
+    if state is not None:
+        return state
+    head = find_head()
+    if head is None:
         return None
-    return state if session_pids(int(state["sid"])) else None
+    state = state_from_head(head)
+    _write_state(state)
+    if not quiet:
+        why = problem or f"{state_dir() / STATE_FILE} is missing"
+        print(f"local cluster: {why}; found the running head by its RAY_TMPDIR (pid {head}) and rewrote the state", file=sys.stderr)
+    return state
+
+
+def stale_state_note() -> str:
+    """What is wrong with state.json when no cluster of this folder runs ('' when nothing is)."""
+    _, problem = _load_state()
+    return f" ({problem}; ignored)" if problem else ""
+
+
+def _write_state(state: dict[str, Any]) -> None:
+    from rankcse.io import write_text_atomic
+
+    write_text_atomic(state_dir() / STATE_FILE, json.dumps(state, indent=1))
 
 
 # -- commands -----------------------------------------------------------------------------------------
@@ -124,6 +252,12 @@ def up(max_workers: int = 2, cpus_per_worker: float = 2.0, gpus_per_worker: floa
     running = read_state()
     if running is not None:
         raise AlreadyUp(running)
+    left = cluster_pids()
+    if left:
+        raise ConfigError(
+            f"{len(left)} processes of an earlier cluster of {state_dir()} still run (its head is gone); "
+            "`python -m rayjobs.local_cluster down` stops them, then `up` again"
+        )
     attempts = 2  # Ray gives a node 30 s to register with the GCS (fixed); a busy machine can miss that once
     for attempt in range(1, attempts + 1):
         try:
@@ -214,7 +348,7 @@ def _start(max_workers: int, cpus_per_worker: float, gpus_per_worker: float, tim
             raise ConfigError(f"ray start failed ({how}): {lines[-1] if lines else '(no output)'} (log: {log_path})")
         time.sleep(0.3)
     state["pids"] = session_pids(proc.pid)
-    (folder / STATE_FILE).write_text(json.dumps(state, indent=1))
+    _write_state(state)
     return state
 
 
@@ -251,16 +385,30 @@ def _stop_session(sid: int, grace: float = GRACE_SECONDS) -> list[int]:
 
 
 def down() -> list[int]:
-    """Stop every process of the cluster ``up`` started; return their PIDs (empty when none ran)."""
-    folder = state_dir()
-    path = folder / STATE_FILE
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return []
-    stopped = _stop_session(int(state["sid"]))
-    path.unlink(missing_ok=True)
-    return stopped
+    """Stop every process of the cluster ``up`` started; return their PIDs (empty when none ran).
+
+    The processes are found by their environment (:func:`cluster_pids`), never by the PID state.json names: a stale
+    state can name an unrelated session, and a damaged one must not leave the cluster running.
+    """
+    tmpdir = ray_tmpdir()
+    seen: set[int] = set()
+    for sig, wait in ((signal.SIGTERM, GRACE_SECONDS), (signal.SIGKILL, 10.0)):
+        deadline = time.monotonic() + wait
+        while True:
+            pids = cluster_pids(tmpdir)
+            if not pids:
+                (state_dir() / STATE_FILE).unlink(missing_ok=True)
+                return sorted(seen)
+            seen.update(pids)
+            if time.monotonic() > deadline:
+                break
+            for pid in pids:  # repeated: a raylet may start a worker while the others stop
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.2)
+    raise ConfigError(f"could not stop processes {cluster_pids(tmpdir)} of the local cluster")
 
 
 def worker_nodes(state: dict[str, Any]) -> dict[str, list[int]]:
@@ -340,13 +488,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_state(state)
             print(f"next: python rayjobs/sweep.py --preset smoke --address {state['address']} --gpus-per-trial 0.5 --allow-cpu-on-gpu")
         elif args.command == "down":
+            note = stale_state_note()
             stopped = down()
-            print(f"local cluster: stopped {len(stopped)} processes" if stopped else "local cluster: not running; nothing to stop")
+            print(f"local cluster: stopped {len(stopped)} processes" if stopped else f"local cluster: not running{note}; nothing to stop")
         else:
             state = read_state()
             if state is None:
                 where = sys.stderr if args.command == "address" else sys.stdout
-                print("local cluster: not running; start it with `python -m rayjobs.local_cluster up`", file=where)
+                left = cluster_pids()
+                if left:
+                    print(f"local cluster: not running, but {len(left)} of its processes remain; stop them with `down`", file=where)
+                else:
+                    print(f"local cluster: not running{stale_state_note()}; start it with `python -m rayjobs.local_cluster up`", file=where)
                 return 1
             if args.command == "address":
                 print(state["address"])

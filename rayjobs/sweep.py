@@ -191,7 +191,21 @@ def _experiment_paths(args: argparse.Namespace, name: str) -> tuple[Path, Path]:
         )
     storage = Path(storage).expanduser().resolve()
     output = (args.output_dir or DEFAULT_OUTPUT / name).expanduser().resolve()
+    _check_folder("--storage-path", storage)
+    if not args.no_aggregate:
+        _check_folder("--output-dir", output)
     return storage, output
+
+
+def _check_folder(flag: str, folder: Path) -> None:
+    """Refuse, before Ray starts, a folder that is a file or cannot be created and written where it would be."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{flag} {folder} is a file; pass a folder")
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {folder}: {existing} is a file; pass a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {folder}: cannot write in {existing}; pass a folder you can write")
 
 
 class _SignalToInterrupt:
@@ -274,6 +288,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     """Validate, run on Tune, aggregate; return the exit status."""
     from rayjobs import state
 
+    if not args.resource_wait >= 0:  # also NaN
+        raise ConfigError(f"--resource-wait must be >= 0 seconds, got {args.resource_wait:g}")
     spec = spec_from_args(args)
     storage, output = _experiment_paths(args, spec.name)
     experiment_dir = storage / spec.name
@@ -296,6 +312,10 @@ def run_sweep(args: argparse.Namespace) -> int:
         f"CPU + {spec.gpus_per_trial:g} GPU each -> {experiment_dir}",
         flush=True,
     )
+    if args.mlflow or args.wandb:  # the extras, an MLflow server that answers, a W&B key: before anything is deleted or started
+        from rayjobs.trackers import check
+
+        check(args.mlflow, args.wandb)
     if args.dry_run:
         if spec.missing_train_file():
             print(f"warning: {spec.missing_train_file()} before the real run", file=sys.stderr, flush=True)

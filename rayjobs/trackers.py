@@ -94,6 +94,31 @@ def check_mlflow(uri: str) -> None:
     elif uri.startswith("file:") or "://" not in uri:
         # MLflow 3 keeps the file store in maintenance mode and refuses it unless asked; it is the store that works offline.
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    elif uri.startswith(("http://", "https://")):
+        check_server(uri)
+
+
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """Refuse an MLflow server that does not answer (one connection attempt, at most ``timeout`` seconds), before any trial:
+    MLflow's own client would retry for minutes and then fail with a traceback."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise ConfigError(f"--mlflow {uri}: the port is not a number; use http(s)://HOST:PORT") from None
+    if not parts.hostname:
+        raise ConfigError(f"--mlflow {uri}: no host; use http(s)://HOST:PORT")
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"--mlflow {uri}: no server answers at {parts.hostname}:{port} ({why}); start it (mlflow server --port {port}) "
+            "or log offline with --mlflow file:DIR"
+        ) from None
 
 
 def mlflow_parent_run(uri: str, experiment: str, spec: SweepSpec) -> dict[str, str]:
@@ -151,11 +176,29 @@ def mlflow_summary(state: dict[str, str], output: Path, status: str) -> None:
 
 
 def check_wandb() -> None:
-    """Refuse, before Ray starts, when wandb is missing."""
+    """Refuse, before Ray starts, when wandb is missing or, online, no API key is set up (Tune's callback would fail later)."""
     try:
         import wandb  # noqa: F401
     except ImportError:
         raise ConfigError("--wandb needs wandb: pip install -e '.[wandb]' (WANDB_MODE=offline works without an account)") from None
+    if os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY"):
+        return
+    if os.environ.get("WANDB_SETUP_API_KEY_HOOK") or _netrc_has_key():
+        return
+    raise ConfigError("--wandb: no W&B API key (run `wandb login` or set WANDB_API_KEY), or log offline with WANDB_MODE=offline")
+
+
+def _netrc_has_key() -> bool:
+    """Whether the netrc file (where `wandb login` keeps the key) has an entry for the W&B server."""
+    import netrc
+    from urllib.parse import urlsplit
+
+    host = urlsplit(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"
+    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+    try:
+        return netrc.netrc(path).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
 
 
 class WandbTrialLogger(WandbLoggerCallback):
@@ -212,6 +255,14 @@ def wandb_summary(project: str, spec: SweepSpec, experiment_dir: Path, output: P
         run.finish()
 
 
+def check(mlflow_uri: str | None, wandb_project: str | None) -> None:
+    """Every tracker check that needs no run: the extras, an MLflow server that answers, a W&B key (seconds at most)."""
+    if mlflow_uri:
+        check_mlflow(mlflow_uri)
+    if wandb_project:
+        check_wandb()
+
+
 # -- the sweep's view --------------------------------------------------------------------------------------
 
 
@@ -230,15 +281,16 @@ class Trackers:
             saved = json.loads(path.read_text())  # --resume: the trackers the sweep started with
             mlflow_uri = (saved.get("mlflow") or {}).get("uri")
             wandb_project = saved.get("wandb_project")
-        if mlflow_uri:
-            check_mlflow(mlflow_uri)
-        if wandb_project:
-            check_wandb()
+        check(mlflow_uri, wandb_project)
         trackers = cls(wandb_project=wandb_project)
         if mlflow_uri:
             saved = json.loads(path.read_text()) if path.is_file() else {}
             trackers.mlflow = saved.get("mlflow") if (saved.get("mlflow") or {}).get("uri") == mlflow_uri else None
-            trackers.mlflow = trackers.mlflow or mlflow_parent_run(mlflow_uri, spec.name, spec)
+            try:
+                trackers.mlflow = trackers.mlflow or mlflow_parent_run(mlflow_uri, spec.name, spec)
+            except Exception as exc:  # MLflow raises its own exception types (and requests' ones) for a bad store
+                first = (str(exc).strip().splitlines() or [""])[0][:200]
+                raise ConfigError(f"--mlflow {mlflow_uri}: could not create the sweep's run ({type(exc).__name__}: {first})") from None
         if trackers.mlflow or wandb_project:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps({"mlflow": trackers.mlflow, "wandb_project": wandb_project}, indent=2))
