@@ -2,12 +2,16 @@
 
     rankcse aggregate results/ray/smoke --output-dir results/smoke
     python -m rayjobs.aggregate results/ray/smoke --output-dir results/smoke
+    rankcse aggregate results/reference/study --from-tables      # again, from steps + trials tables alone
 
 It reads every trial's full history (:mod:`rayjobs.histories`), splits each at its rank peak into
-Phase 1 and Phase 2 (:func:`rankcse.phases.split_phases`, a centred moving average over
-``--smooth`` evaluations), and writes ``steps``, ``trials``, ``summary`` and ``correlations``
-(plus ``probing`` when trials probed) as Parquet (:mod:`rayjobs.schema`), the figures and
-``report.md``. The same folder always gives byte-identical tables.
+Phase 1 and Phase 2 (:func:`rankcse.phases.split_phases`: a centred moving average over ``--smooth``
+evaluations finds the peak region, the raw maximum there is the peak, and it counts only when the
+rank rises and falls by more than its resolution), and writes ``steps``, ``trials``, ``summary``,
+``correlations`` and ``findings`` (plus ``probing`` when trials probed) as Parquet
+(:mod:`rayjobs.schema`), the figures and ``report.md``. ``after_peak`` trials whose RR never switched on
+are replicas of no RR (:mod:`rayjobs.conditions`) and count in no summary, correlation or finding.
+The same folder always gives byte-identical tables.
 """
 
 from __future__ import annotations

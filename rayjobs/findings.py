@@ -286,9 +286,13 @@ def _difference_rows(
     return rows
 
 
-def _best_step_rows(claim: Claim, treated: pd.DataFrame, baseline: pd.DataFrame, keys: list[str], why_empty: str) -> list[dict[str, Any]]:
-    """Claim 8: the difference of best steps, with trials whose best is their last evaluation marked as censored."""
-    rows = _difference_rows(claim, treated, baseline, keys, "best_step", why_empty=why_empty)
+def _best_step_rows(
+    claim: Claim, treated: pd.DataFrame, baseline: pd.DataFrame, keys: list[str], why_empty: str, every: float
+) -> list[dict[str, Any]]:
+    """Claim 8: the difference of best steps (resolved to the evaluation interval ``every``), with trials whose best
+    is their last evaluation marked as censored."""
+    note = f"best steps are resolved to the evaluation interval ({every:g} steps)" if np.isfinite(every) else ""
+    rows = _difference_rows(claim, treated, baseline, keys, "best_step", why_empty=why_empty, note=note)
     last = "steps_done" if "steps_done" in treated else None
     for row in rows:
         scope = row["scope"]
@@ -524,7 +528,9 @@ def compute_findings(steps: pd.DataFrame, trials: pd.DataFrame, axes: Sequence[s
     for key, column in (("5a", "best_stsb_dev"), ("5b", "avg"), ("5c", "stsb")):
         rows += _difference_rows(c[key], paper_rr, off, strata, column, why_empty=no_paper_rr)
     rows += _std_ratio_rows(c["6"], paper_rr, off, data.condition_keys, why_empty=no_paper_rr)
-    rows += _best_step_rows(c["8"], paper_rr, off, strata, no_paper_rr)
+    evaluated = np.unique(steps["step"].dropna().to_numpy(dtype=np.float64)) if "step" in steps else np.zeros(0)
+    every = float(np.min(np.diff(evaluated))) if evaluated.size > 1 else NAN
+    rows += _best_step_rows(c["8"], paper_rr, off, strata, no_paper_rr, every)
     pa = {"why_empty": no_phase_aware, "note": switched_note}
     pr = {"why_empty": no_phase_aware or no_paper_rr, "note": switched_note}
     rows += _difference_rows(c["P1"], phase_aware, off, strata, "best_stsb_dev", **pa)
