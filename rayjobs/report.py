@@ -71,9 +71,7 @@ def _summary_section(summary: pd.DataFrame, trials: pd.DataFrame, steps: pd.Data
     left_out = trials[(trials["status"] == COMPLETED) & replicas(trials, steps).to_numpy()] if len(trials) else trials
     if len(left_out):
         out += [
-            f"Left out: {len(left_out)} `after_peak` trials whose RR never switched on ({REPLICA}): "
-            + ", ".join(f"`{t}`" for t in left_out["trial_id"])
-            + ".",
+            f"Left out, each a {REPLICA}: {len(left_out)} `after_peak` trials " + ", ".join(f"`{t}`" for t in left_out["trial_id"]) + ".",
             "",
         ]
     for metric in [m for m in HEADLINE_METRICS if m in set(summary["metric"])]:
