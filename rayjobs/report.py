@@ -127,9 +127,9 @@ def _correlation_section(corr: pd.DataFrame, rank_column: str) -> list[str]:
     if not phase.empty:
         per = phase[phase["scope"] == "trial"]
         if not per.empty:
-            table = per.pivot_table(index="trial_id", columns=["phase", "variant"], values="pearson_r", aggfunc="first")
-            counts = per.pivot_table(index="trial_id", columns=["phase", "variant"], values="n", aggfunc="first")
-            usable = per.pivot_table(index="trial_id", columns=["phase", "variant"], values="usable", aggfunc="first")
+            table = per.pivot_table(index="trial_id", columns=["phase", "variant"], values="pearson_r", aggfunc="first", dropna=False)
+            counts = per.pivot_table(index="trial_id", columns=["phase", "variant"], values="n", aggfunc="first", dropna=False)
+            usable = per.pivot_table(index="trial_id", columns=["phase", "variant"], values="usable", aggfunc="first", dropna=False)
             keys = [(1.0, "with step 0"), (1.0, "without step 0"), (2.0, "peak to best"), (2.0, "peak to end")]
             keys = [k for k in keys if k in table.columns]
             subset = per.groupby("trial_id")["subset"].first()
