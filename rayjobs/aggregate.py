@@ -2,12 +2,16 @@
 
     rankcse aggregate results/ray/smoke --output-dir results/smoke
     python -m rayjobs.aggregate results/ray/smoke --output-dir results/smoke
+    rankcse aggregate results/reference/study --from-tables      # again, from steps + trials tables alone
 
 It reads every trial's full history (:mod:`rayjobs.histories`), splits each at its rank peak into
-Phase 1 and Phase 2 (:func:`rankcse.phases.split_phases`, a centred moving average over
-``--smooth`` evaluations), and writes ``steps``, ``trials``, ``summary`` and ``correlations``
-(plus ``probing`` when trials probed) as Parquet (:mod:`rayjobs.schema`), the figures and
-``report.md``. The same folder always gives byte-identical tables.
+Phase 1 and Phase 2 (:func:`rankcse.phases.split_phases`: a centred moving average over ``--smooth``
+evaluations finds the peak region, the raw maximum there is the peak, and it counts only when the
+rank rises and falls by more than its resolution), and writes ``steps``, ``trials``, ``summary``,
+``correlations`` and ``findings`` (plus ``probing`` when trials probed) as Parquet
+(:mod:`rayjobs.schema`), the figures and ``report.md``. ``after_peak`` trials whose RR never switched on
+are replicas of no RR (:mod:`rayjobs.conditions`) and count in no summary, correlation or finding.
+The same folder always gives byte-identical tables.
 """
 
 from __future__ import annotations
@@ -28,12 +32,13 @@ import pandas as pd
 from rankcse.config import DEFAULT_PHASE_METRIC, PROBE_METRICS, STS_TASKS
 from rankcse.errors import ConfigError, DataError, RankCSEError
 from rankcse.phases import split_phases
-from rayjobs import schema
+from rayjobs import schema, within_phase
+from rayjobs.conditions import replicas, rr_on
 from rayjobs.findings import compute_findings
 from rayjobs.folder_swap import replacing_folder
 from rayjobs.histories import COLLAPSED, COMPLETED, CORE_KEYS, CORRUPT, DUPLICATE, ERRORED, INCOMPLETE, TRUNCATED, Trial, read_experiment
 from rayjobs.spec import cell_label
-from rayjobs.statistics import N_BOOT, bootstrap_mean_std, correlate, mean_of_correlations, trial_correlation, welch
+from rayjobs.statistics import METHODS, N_BOOT, correlation_across_units, mean_std_intervals, welch
 
 log = logging.getLogger("rayjobs")
 
@@ -92,6 +97,15 @@ def trial_steps(trial: Trial, meta: dict[str, Any], rank_column: str, window: in
     """The trial's evaluation rows with phase labels, and its per-trial quantities."""
     frame = pd.DataFrame.from_records(trial.records)
     frame = frame[[c for c in frame.columns if _allowed_step_column(c) and c != "phase"]] if len(frame) else frame
+    frame, quantities = phase_quantities(frame, rank_column, window)
+    for key, value in meta.items():
+        frame[key] = value
+    return frame, quantities
+
+
+def phase_quantities(frame: pd.DataFrame, rank_column: str, window: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One trial's evaluation rows (sorted by step) with their ``phase`` label, and the quantities its phase split gives."""
+    frame = frame.sort_values("step", kind="stable").reset_index(drop=True) if len(frame) else frame
     quantities: dict[str, Any] = {"n_evals": len(frame), "steps_done": int(frame["step"].max()) if len(frame) else None}
     if len(frame) and rank_column in frame and "stsb_dev" in frame and frame[rank_column].notna().any():
         rank = frame[rank_column].astype(float).to_numpy()
@@ -112,7 +126,8 @@ def trial_steps(trial: Trial, meta: dict[str, Any], rank_column: str, window: in
             avg_rank=float(np.nanmean(rank[upto])),
             avg_energy_rank_99=float(np.nanmean(energy[upto])) if np.isfinite(energy[upto]).any() else float("nan"),
             avg_erank_vne=float(np.nanmean(vne[upto])) if np.isfinite(vne[upto]).any() else float("nan"),
-            phase_flag="phase2_empty" if split.phase2_empty else ("ok" if split.interior_peak else "no_interior_peak"),
+            phase_flag=split.flag,
+            rank_resolution=split.resolution,
             n_phase1=int(sum(1 for p in split.labels if p == 1)),
             n_phase2=int(sum(1 for p in split.labels if p == 2)),
         )
@@ -121,8 +136,6 @@ def trial_steps(trial: Trial, meta: dict[str, Any], rank_column: str, window: in
         quantities["phase_flag"] = "no_rank"
     if len(frame) and "rr/switch_step" in frame and frame["rr/switch_step"].notna().any():
         quantities["rr_switch_step"] = float(frame["rr/switch_step"].dropna().iloc[-1])
-    for key, value in meta.items():
-        frame[key] = value
     return frame, quantities
 
 
@@ -142,7 +155,7 @@ def trial_row(trial: Trial, meta: dict[str, Any], quantities: dict[str, Any]) ->
     row.update({k: final.get(k) for k in FINAL_SCORES})
     row["no_improvement"] = no_improvement(trial)
     row["train_seconds"] = final.get("train_seconds")
-    row.update({k: v for k, v in final.items() if k.startswith(("probing/", "transfer/")) and isinstance(v, (int, float))})
+    row.update({k: v for k, v in final.items() if k.startswith(("probing/", "transfer/", "pretrained/")) and isinstance(v, (int, float))})
     row["config"] = json.dumps(trial.config, sort_keys=True, default=str)
     return row
 
@@ -162,9 +175,15 @@ def no_improvement(trial: Trial) -> bool | None:
 # -- across trials -------------------------------------------------------------------------------------
 
 
-def summarize(trials: pd.DataFrame, group_keys: list[str], rng: np.random.Generator, n_boot: int) -> pd.DataFrame:
-    """Per condition x quantity: seeds, mean, std and intervals; RR vs no RR with Welch's test."""
+def summarize(
+    trials: pd.DataFrame, group_keys: list[str], rng: np.random.Generator, n_boot: int, steps: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Per distinct condition x quantity: seeds, mean, std and their intervals; RR vs no RR with Welch's test.
+
+    Replicas of no RR (after_peak trials whose RR never switched on) are left out: they are not a condition.
+    """
     done = trials[trials["status"] == COMPLETED]
+    done = done[~replicas(done, steps).to_numpy()] if len(done) else done
     metrics = [m for m in (*FINAL_SCORES, *TRIAL_QUANTITIES) if m in done and done[m].notna().any()]
     metrics += sorted(c for c in done.columns if c.startswith(("probing/", "transfer/")) and done[c].notna().any())
     rows = []
@@ -172,7 +191,7 @@ def summarize(trials: pd.DataFrame, group_keys: list[str], rng: np.random.Genera
         key = key if isinstance(key, tuple) else (key,)
         for metric in metrics:
             values = group[metric].dropna().astype(float).tolist()
-            rows.append({**dict(zip(group_keys, key)), "metric": metric, **bootstrap_mean_std(values, rng, n_boot), "_values": values})
+            rows.append({**dict(zip(group_keys, key)), "metric": metric, **mean_std_intervals(values, rng, n_boot), "_values": values})
     summary = pd.DataFrame(rows)
     if summary.empty:
         return pd.DataFrame(columns=list(dict.fromkeys([*group_keys, *schema.SUMMARY])))
@@ -209,64 +228,65 @@ def correlations(
     summary: pd.DataFrame,
     group_keys: list[str],
     rank_columns: list[str],
-    rng: np.random.Generator,
-    n_boot: int,
+    window: int,
 ) -> pd.DataFrame:
-    """Rank vs STS-B dev within each phase, and average rank vs seed std across conditions."""
-    done_ids = set(trials.loc[trials["status"] == COMPLETED, "trial_id"])
-    points = steps[steps["trial_id"].isin(done_ids)]
+    """Rank vs STS-B dev within each phase (per trial, and combined across trials), and average rank vs seed std
+    across distinct conditions. Replicas of no RR are left out (their points are the no-RR trials' points)."""
+    done = trials[trials["status"] == COMPLETED]
+    distinct = done[~replicas(done, steps).to_numpy()] if len(done) else done
+    on = rr_on(distinct, steps).to_numpy() if len(distinct) else np.zeros(0, bool)
+    ids = distinct["trial_id"].astype(str)
+    subsets = {"no_rr": ids[distinct["rr_coef"].astype(float).to_numpy() == 0].tolist(), "rr": ids[on].tolist()}
+    subsets["all"] = subsets["no_rr"] + subsets["rr"]
+    methods = dict(zip(ids, distinct["method"].astype(str)))
     rows: list[dict[str, Any]] = []
-    subsets = {"all": points, "no_rr": points[points["rr_coef"] == 0], "rr": points[points["rr_coef"] > 0]}
     for rank_col in rank_columns:
-        if rank_col not in points:
+        if rank_col not in steps:
             continue
-        for subset, frame in subsets.items():
-            for phase in (1, 2):
-                inside = frame[frame["phase"] == phase]
-                if inside.empty:
+        labelled = within_phase.label(steps, subsets["all"], rank_col, window)
+        per = within_phase.per_trial(labelled)
+        if per.empty:
+            continue
+        per["method"] = per["trial_id"].astype(str).map(methods)
+        for (phase, variant), _ in within_phase.VARIANTS.items():
+            inside = per[(per["phase"] == phase) & (per["variant"] == variant)]
+            base = {
+                "analysis": "rank_vs_stsb_dev",
+                "rank_metric": rank_col,
+                "phase": float(phase),
+                "variant": variant,
+                "score": "stsb_dev",
+            }
+            for subset, members in subsets.items():
+                part = inside[inside["trial_id"].isin(set(members))]
+                if part.empty:
                     continue
-                base = {
-                    "analysis": "rank_vs_stsb_dev",
-                    "rank_metric": rank_col,
-                    "phase": float(phase),
-                    "score": "stsb_dev",
-                    "subset": subset,
-                }
-                rows.append(
-                    {
-                        **base,
-                        "scope": "pooled",
-                        "method": "all",
-                        **correlate(inside[rank_col], inside["stsb_dev"], rng, inside["trial_id"].to_numpy(), n_boot),
-                    }
-                )
-                for method, part in inside.groupby("method", sort=True):
+                groups = [("all", part)] + [(m, g) for m, g in part.groupby("method", sort=True)]
+                for method, g in groups:
                     rows.append(
                         {
                             **base,
-                            "scope": "method",
+                            "subset": subset,
+                            "scope": "across_trials",
                             "method": method,
-                            **correlate(part[rank_col], part["stsb_dev"], rng, part["trial_id"].to_numpy(), n_boot),
+                            "interval": METHODS["trials_r"],
+                            **within_phase.combined(g),
                         }
                     )
-                per_trial = [trial_correlation(p[rank_col], p["stsb_dev"]) for _, p in inside.groupby("trial_id", sort=True)]
-                pear = mean_of_correlations([r for r, _ in per_trial], rng, n_boot)
-                spear = mean_of_correlations([s for _, s in per_trial], rng, n_boot)
+            for _, t in inside.iterrows():  # one row per trial (subset: the trial's own kind), no p-value
                 rows.append(
                     {
                         **base,
-                        "scope": "within_trial",
-                        "method": "all",
-                        "n": int(len(inside)),
-                        "n_trials": pear["n"],
-                        "pearson_r": pear["mean"],
-                        "pearson_p": pear["p"],
-                        "pearson_ci_low": pear["ci_low"],
-                        "pearson_ci_high": pear["ci_high"],
-                        "spearman_rho": spear["mean"],
-                        "spearman_p": spear["p"],
-                        "spearman_ci_low": spear["ci_low"],
-                        "spearman_ci_high": spear["ci_high"],
+                        "subset": "rr" if t["trial_id"] in set(subsets["rr"]) else "no_rr",
+                        "scope": "trial",
+                        "method": t["method"],
+                        "trial_id": t["trial_id"],
+                        "n": int(t["n"]),
+                        "n_trials": 1,
+                        "pearson_r": t["pearson_r"],
+                        "spearman_rho": t["spearman_rho"],
+                        "usable": bool(t["usable"]),
+                        "note": t["why"],
                     }
                 )
     if not summary.empty:
@@ -284,11 +304,14 @@ def correlations(
                         "analysis": "avg_rank_vs_seed_std",
                         "rank_metric": rank_col,
                         "phase": np.nan,
+                        "variant": "",
                         "score": score,
-                        "scope": "groups",
+                        "scope": "conditions",
                         "method": "all",
                         "subset": "all",
-                        **correlate(joined["x"], joined["y"], rng, None, n_boot),
+                        "interval": METHODS["units_r"],
+                        "n_trials": int(summary[(summary["metric"] == score) & (summary["n"] >= 2)]["n"].sum()),
+                        **correlation_across_units(joined["x"], joined["y"]),
                     }
                 )
     return pd.DataFrame(rows, columns=list(schema.CORRELATIONS))
@@ -407,15 +430,28 @@ def build_tables(
     steps = schema.conform(steps, "steps", axes).sort_values(["trial_id", "step"], kind="stable").reset_index(drop=True)
     trials_table = schema.conform(pd.DataFrame(trial_rows, columns=None if trial_rows else list(schema.TRIALS)), "trials", axes)
     trials_table = trials_table.sort_values(["trial_id", "path"], kind="stable").reset_index(drop=True)
+    tables = derive_tables(steps, trials_table, axes, rank_column, window, n_boot, seed)
+    return tables, trials, axes
+
+
+def derive_tables(
+    steps: pd.DataFrame,
+    trials_table: pd.DataFrame,
+    axes: list[str],
+    rank_column: str,
+    window: int = 3,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> dict[str, pd.DataFrame]:
+    """Summary, correlations, findings (and probing) from the steps and trials tables; all five (or six) tables."""
     rng = np.random.default_rng(seed)
     group_keys = [*schema.CONDITION, *axes]
-    summary = summarize(trials_table, group_keys, rng, n_boot)
-    summary = schema.conform(summary, "summary", axes)
+    summary = schema.conform(summarize(trials_table, group_keys, rng, n_boot, steps), "summary", axes)
     rank_columns = list(dict.fromkeys([rank_column, ENERGY, VNE]))
-    corr = schema.conform(correlations(steps, trials_table, summary, group_keys, rank_columns, rng, n_boot), "correlations")
+    corr = schema.conform(correlations(steps, trials_table, summary, group_keys, rank_columns, window), "correlations")
     # compute_findings needs at least one completed trial (with none there is nothing to find)
     any_done = bool((trials_table["status"] == COMPLETED).any())
-    found = compute_findings(steps, trials_table, axes, window, n_boot, seed) if any_done else pd.DataFrame(columns=list(schema.FINDINGS))
+    found = compute_findings(steps, trials_table, axes, window) if any_done else pd.DataFrame(columns=list(schema.FINDINGS))
     found = schema.conform(found, "findings")
     tables = {"steps": steps, "trials": trials_table, "summary": summary, "correlations": corr, "findings": found}
     probing_cols = [c for c in steps.columns if c.startswith("probing/")]
@@ -425,7 +461,62 @@ def build_tables(
         done = steps[steps["trial_id"].isin(trials_table.loc[trials_table["status"] == COMPLETED, "trial_id"])]
         if len(done) and done[probing_cols].notna().any().any():
             tables["probing"] = schema.conform(summarize_probing(done), "probing")
-    return tables, trials, axes
+    return tables
+
+
+def tables_from_tables(
+    folder: Path, rank_metric: str = DEFAULT_PHASE_METRIC, window: int = 3, n_boot: int = N_BOOT, seed: int = 0
+) -> tuple[dict[str, pd.DataFrame], list[Trial], list[str], dict[str, list[str]]]:
+    """Every table again from a results folder's ``steps.parquet`` and ``trials.parquet`` alone (no trial folders):
+    phases and per-trial quantities are recomputed from the steps, final scores kept. Returns (tables, trials, axes, only)."""
+    folder = Path(folder).expanduser().resolve()
+    paths = {name: folder / f"{name}.parquet" for name in ("steps", "trials")}
+    missing = [p.name for p in paths.values() if not p.is_file()]
+    if missing:
+        raise DataError(f"--from-tables: {folder} has no {', '.join(missing)}; pass a folder the aggregator wrote")
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(paths["trials"]).metadata or {}
+    axes = json.loads(meta.get(b"rankcse.axes", b"[]").decode())
+    only = json.loads(meta.get(b"rankcse.only", b"{}").decode())
+    steps = pd.read_parquet(paths["steps"])
+    trials_table = pd.read_parquet(paths["trials"])
+    rank_column = f"probe/{rank_metric}"
+    frames, updates = [], []
+    for trial_id, rows in steps.groupby("trial_id", sort=True):
+        frame, quantities = phase_quantities(rows.drop(columns=["phase"], errors="ignore"), rank_column, window)
+        frames.append(frame)
+        updates.append({"trial_id": trial_id, **quantities})
+    steps = pd.concat(frames, ignore_index=True) if frames else steps
+    steps = schema.conform(steps, "steps", axes).sort_values(["trial_id", "step"], kind="stable").reset_index(drop=True)
+    if updates:
+        fresh = pd.DataFrame(updates).set_index("trial_id")
+        trials_table = trials_table.set_index("trial_id")
+        for column in fresh.columns:
+            known = fresh[column].dropna()
+            if column not in trials_table:
+                trials_table[column] = pd.Series(dtype=known.dtype if len(known) else "float64")
+            trials_table[column] = trials_table[column].astype(object)
+            trials_table.loc[known.index, column] = known.astype(object)
+        trials_table = trials_table.reset_index()
+    pretrained = folder / "pretrained.json"
+    if pretrained.is_file():  # `rankcse eval --json` of the pre-trained model, for runs that did not record it
+        scores = json.loads(pretrained.read_text())
+        for task in (*STS_TASKS, "avg"):
+            if isinstance(scores.get(task), (int, float)):
+                trials_table[f"pretrained/{task}"] = float(scores[task])
+    trials_table = schema.conform(trials_table, "trials", axes).sort_values(["trial_id", "path"], kind="stable").reset_index(drop=True)
+    read = [
+        Trial(
+            str(r["trial_id"]),
+            str(r["path"]),
+            str(r["layout"]),
+            str(r["status"]),
+            error=r["error"] if isinstance(r["error"], str) else None,
+        )
+        for _, r in trials_table.iterrows()
+    ]
+    return derive_tables(steps, trials_table, axes, rank_column, window, n_boot, seed), read, axes, only
 
 
 def aggregate(
@@ -437,8 +528,10 @@ def aggregate(
     seed: int = 0,
     figures: bool = True,
     only: dict[str, list[str]] | None = None,
+    from_tables: bool = False,
 ) -> Aggregated:
-    """Aggregate ``experiment_dir`` (the trials matching ``only``, if given) into ``output_dir`` (tables, figures, report.md)."""
+    """Aggregate ``experiment_dir`` (the trials matching ``only``, if given) into ``output_dir`` (tables, figures, report.md);
+    with ``from_tables``, ``experiment_dir`` is a results folder whose steps and trials tables are aggregated again."""
     started = time.perf_counter()
     experiment_dir = Path(experiment_dir).expanduser().resolve()
     output_dir = Path(output_dir).expanduser().resolve()
@@ -446,7 +539,12 @@ def aggregate(
         raise ConfigError(f"--output-dir {output_dir} is a file; pass a folder")
     if output_dir in experiment_dir.parents:
         raise ConfigError(f"--output-dir {output_dir} holds the experiment folder; pass a folder beside it (e.g. results/<name>)")
-    tables, trials, axes = build_tables(experiment_dir, rank_metric, window, n_boot, seed, only)
+    if from_tables:
+        if only:
+            raise ConfigError("--only selects trial folders; with --from-tables the tables' own selection is kept")
+        tables, trials, axes, only = tables_from_tables(experiment_dir, rank_metric, window, n_boot, seed)
+    else:
+        tables, trials, axes = build_tables(experiment_dir, rank_metric, window, n_boot, seed, only)
     try:
         with replacing_folder(output_dir, owned=is_output_file) as staging:
             files, counts, figure_files = _write_outputs(
@@ -482,14 +580,14 @@ def _write_outputs(
     """Write the tables, figures and report.md into ``output_dir`` (the staging folder); return (files, counts, figures)."""
     files: dict[str, Path] = {}
     # How the findings were computed, so they can be recomputed from the steps and trials tables alone.
-    findings_params = {"rankcse.findings": json.dumps({"window": window, "n_boot": n_boot, "seed": seed})}
+    findings_params = {"rankcse.findings": json.dumps({"window": window})}
     for name, frame in tables.items():
         files[name] = schema.write_table(
             frame,
             output_dir / f"{name}.parquet",
             name,
             axes if name in ("steps", "trials", "summary") else (),
-            findings_params if name == "findings" else None,
+            findings_params if name == "findings" else ({"rankcse.only": json.dumps(only)} if name == "trials" and only else None),
         )
     statuses = (COMPLETED, TRUNCATED, COLLAPSED, ERRORED, INCOMPLETE, DUPLICATE, CORRUPT)
     counts = {s: sum(1 for t in trials if t.status == s) for s in statuses}
@@ -533,9 +631,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--smooth", type=int, default=3, help="moving-average window (evaluations) applied to the rank before finding its peak; 1 = none"
     )
-    p.add_argument("--n-boot", type=int, default=N_BOOT, help="bootstrap resamples for the intervals")
+    p.add_argument(
+        "--n-boot", type=int, default=N_BOOT, help="bootstrap resamples (the seed std's interval from 20 seeds; below that chi-square)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument(
+        "--from-tables",
+        action="store_true",
+        help="EXPERIMENT_DIR is a results folder (steps.parquet + trials.parquet): recompute every other table, the "
+        "figures and report.md from those two (default --output-dir: the same folder)",
+    )
     p.add_argument(
         "--only",
         action="append",
@@ -565,10 +671,19 @@ def run_from_args(args: argparse.Namespace) -> int:
     known = (*PROBE_METRICS, "numerical_rank", "centered/erank_vne", "centered/energy_rank_99")
     if args.rank_metric not in known:  # an unknown name would flag every trial no_rank and still exit 0
         raise ConfigError(f"unknown --rank-metric {args.rank_metric!r}: use one of {', '.join(known)}")
-    output = args.output_dir or Path("results") / Path(args.experiment_dir).resolve().name
+    default = Path(args.experiment_dir) if args.from_tables else Path("results") / Path(args.experiment_dir).resolve().name
+    output = args.output_dir or default
     only = parse_only(args.only)
     result = aggregate(
-        args.experiment_dir, output, args.rank_metric, args.smooth, args.n_boot, args.seed, figures=not args.no_figures, only=only
+        args.experiment_dir,
+        output,
+        args.rank_metric,
+        args.smooth,
+        args.n_boot,
+        args.seed,
+        figures=not args.no_figures,
+        only=only,
+        from_tables=args.from_tables,
     )
     print(result.describe())
     return 0

@@ -2,12 +2,17 @@
 
 Everything is recomputed from ``steps.parquet`` and ``trials.parquet`` (the phase split of every trial
 too, under each rank notion), so anyone can check the findings of a committed sweep against its tables.
-A verdict is ``supported`` when the 95 % interval lies on the side the claim states, ``contradicted``
-when it lies on the other side, and ``not enough data`` when the sweep has too few trials or
-conditions for the test, or the interval holds the no-effect value (the reason says which).
+The unit of every test is a trial (seed) or a condition, never one evaluation of a run. Each row's p-value
+is adjusted with Holm's method over its family (the rows of one scope that were tested: the whole sweep,
+or one method); sensitivity rows (``variant``) are held to Bonferroni over that family. A verdict is
+``supported`` when the 95 % interval lies on the claimed side and the adjusted p is below 0.05,
+``contradicted`` when both say the other side, and ``not enough data`` otherwise (the reason says why:
+too few trials or conditions, an interval holding the no-effect value, or the correction).
 
 Claims 1-8 are the paper's (SPEC §10 gives its values and how sure we are of them); P1-P8 put the
-phase-aware schedule ``after_peak`` (not in the paper) against no RR and against always-on RR.
+phase-aware schedule ``after_peak`` (not in the paper) against no RR and against always-on RR. An
+``after_peak`` trial whose RR never switched on is a replica of no RR (:mod:`rayjobs.conditions`) and is
+left out of every comparison.
 """
 
 from __future__ import annotations
@@ -20,15 +25,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rankcse.phases import PHASE_1, PHASE_2, split_phases
+from rankcse.phases import PEAK, PHASE_1, PHASE_2
+from rayjobs import within_phase
+from rayjobs.conditions import replicas, switch_steps
 from rayjobs.histories import COMPLETED
-from rayjobs.statistics import N_BOOT, correlate, pooled_std_ratio, share_with_interval, stratified_welch
+from rayjobs.statistics import (
+    METHODS,
+    correlation_across_units,
+    holm,
+    min_trials_for_share,
+    pooled_std_ratio,
+    share_with_interval,
+    stratified_welch,
+)
 
 SUPPORTED, CONTRADICTED, NOT_ENOUGH = "supported", "contradicted", "not enough data"
 #: Rank notions every rank claim is tested under: the paper's analysis rank first, then the RR term's.
 RANK_METRICS = ("energy_rank_99", "erank_vne")
-MIN_TRIALS = 3  # trials behind a share or a within-phase correlation
-MIN_CONDITIONS = 4  # conditions behind a correlation across conditions
+ALPHA = 0.05
+MIN_SHARE_TRIALS = min_trials_for_share(0.5)  # 6: fewer cannot put a share's exact interval above one half
+MIN_TRIALS = within_phase.MIN_TRIALS  # trials with a usable phase behind a within-phase correlation
+MIN_CONDITIONS = 4  # distinct conditions behind a correlation across conditions (Fisher's z needs n > 3)
 PAPER_RR = "always"  # the paper's RR is on from the first step
 PHASE_AWARE = "after_peak"
 NAN = float("nan")
@@ -50,7 +67,15 @@ class Claim:
 CLAIMS = {
     c.key: c
     for c in (
-        Claim("1", "without RR the rank rises, then falls (an interior peak)", "share", 0.5, +1, NAN, "all five methods (qualitative) [L]"),
+        Claim(
+            "1",
+            "without RR the rank rises, then falls (by more than its resolution)",
+            "share",
+            0.5,
+            +1,
+            NAN,
+            "all five methods (qualitative) [L]",
+        ),
         Claim("2", "without RR, rank vs STS-B dev is positive within Phase 1", "r", 0.0, +1, 0.85, "[L]"),
         Claim("3", "without RR, rank vs STS-B dev is negative within Phase 2", "r", 0.0, -1, -0.81, "[L]"),
         Claim("4", "RR lowers the average rank", "relative", 0.0, -1, 195 / 324 - 1, "324 -> 195 of 768 dims (unverified)"),
@@ -82,18 +107,25 @@ CLAIMS = {
 RANK_CLAIMS = ("1", "2", "3", "4", "7", "P4", "P8")
 
 
-def verdict(claim: Claim, low: float, high: float, missing: str | None = None) -> tuple[str, str]:
-    """(verdict, reason) from the 95 % interval; ``missing`` names why the test could not be made."""
+def verdict(claim: Claim, low: float, high: float, p_adjusted: float, missing: str | None = None, how: str = "") -> tuple[str, str]:
+    """(verdict, reason) from the 95 % interval and the adjusted p; ``missing`` names why the test could not be made,
+    ``how`` the correction that gave ``p_adjusted``."""
     if missing:
         return NOT_ENOUGH, missing
     if not (math.isfinite(low) and math.isfinite(high)):
         return NOT_ENOUGH, "no interval could be computed (no spread in the values)"
     above, below = low > claim.null, high < claim.null
+    if not (above or below):
+        return NOT_ENOUGH, f"the 95% interval [{low:.3g}, {high:.3g}] holds {claim.null:g}: more seeds or conditions needed"
+    if not p_adjusted < ALPHA:
+        side = "above" if above else "below"
+        return (
+            NOT_ENOUGH,
+            f"the 95% interval lies {side} {claim.null:g}, but the adjusted p = {p_adjusted:.3g} ({how}) is not below {ALPHA:g}",
+        )
     if (above and claim.sign > 0) or (below and claim.sign < 0):
         return SUPPORTED, ""
-    if above or below:
-        return CONTRADICTED, f"the 95% interval lies {'above' if above else 'below'} {claim.null:g}"
-    return NOT_ENOUGH, f"the 95% interval [{low:.3g}, {high:.3g}] holds {claim.null:g}: more seeds or conditions needed"
+    return CONTRADICTED, f"the 95% interval lies {'above' if above else 'below'} {claim.null:g} (adjusted p = {p_adjusted:.3g}, {how})"
 
 
 def _row(
@@ -107,66 +139,81 @@ def _row(
     n_unit: str,
     p: float = NAN,
     missing: str | None = None,
+    interval: str = "",
+    variant: str = "",
+    note: str = "",
 ) -> dict[str, Any]:
-    verdict_text, reason = verdict(claim, low, high, missing)
     return {
         "claim": claim.key,
         "finding": claim.text,
         "rank_metric": rank_metric,
         "scope": scope,
+        "variant": variant,
         "statistic": claim.statistic,
         "estimate": estimate,
         "ci_low": low,
         "ci_high": high,
+        "interval": interval,
         "n": int(n),
         "n_unit": n_unit,
         "p_value": p,
-        "paper_value": claim.paper_value if scope == "all" else NAN,
-        "paper_note": claim.paper_note if scope == "all" else "",
-        "verdict": verdict_text,
-        "reason": reason,
+        "p_adjusted": NAN,
+        "paper_value": claim.paper_value if scope == "all" and not variant else NAN,
+        "paper_note": claim.paper_note if scope == "all" and not variant else "",
+        "verdict": "",
+        "reason": "",
+        "note": note,
+        "_missing": missing or "",
+        "_censored": "",
     }
 
 
 class _Trials:
-    """The completed trials with the per-trial quantities the claims need, under each rank notion."""
+    """The completed trials that are distinct conditions, with the per-trial quantities the claims need under each rank notion."""
 
     def __init__(self, steps: pd.DataFrame, trials: pd.DataFrame, axes: Sequence[str], window: int) -> None:
-        self.done = trials[trials["status"] == COMPLETED].copy()
-        self.done["rr_coef"] = self.done["rr_coef"].astype(float)
+        done = trials[trials["status"] == COMPLETED].copy()
+        done["rr_coef"] = done["rr_coef"].astype(float)
+        done["switch_step"] = switch_steps(done, steps).to_numpy()
+        replica = replicas(done, steps)
+        self.replicas = done[replica]
+        self.done = done[~replica].copy()
+        self.steps = steps
         self.stratum_keys = ["method", "model", *axes]
         self.condition_keys = ["method", "rr_coef", "rr_schedule", "model", *axes]
-        self.points: dict[str, pd.DataFrame] = {}
+        self.labelled: dict[str, within_phase.Labelled] = {}
+        self._phases: dict[str, pd.DataFrame] = {}
         for metric in RANK_METRICS:
-            column = f"probe/{metric}"
-            if column not in steps:
+            data = within_phase.label(steps, list(self.done["trial_id"]), f"probe/{metric}", window)
+            if not data.splits:
                 continue
-            per_trial, labelled = {}, []
-            for trial_id, rows in steps[steps["trial_id"].isin(self.done["trial_id"])].groupby("trial_id", sort=True):
-                rows = rows.sort_values("step")
-                rank = rows[column].astype(float).to_numpy()
-                score = rows["stsb_dev"].astype(float).to_numpy()
-                if not np.isfinite(rank).any() or len(rank) < 2:
-                    continue
-                split = split_phases(np.nan_to_num(rank, nan=-np.inf), score, window=window)
-                step = rows["step"].to_numpy()
-                per_trial[trial_id] = {
-                    "interior": split.interior_peak,
-                    "avg_rank": float(np.nanmean(rank[: split.best_index + 1])),
-                    "peak_step": float(step[split.peak_index]),
+            self.labelled[metric] = data
+            per: dict[str, dict[str, float]] = {}
+            for trial_id, (split, step) in data.splits.items():
+                rank = data.series[trial_id][1]
+                peak, best = split.peak_index, split.best_index
+                per[trial_id] = {
+                    "interior": float(split.kind == PEAK),
+                    "kind": split.kind,
+                    "avg_rank": float(np.nanmean(rank[: best + 1])),
+                    "peak_step": float(step[peak]),
                     "phase2_evals": float(sum(1 for label in split.labels if label == PHASE_2)),
-                    "fall": float(rank[split.best_index] / rank[split.peak_index] - 1) if split.best_index > split.peak_index else NAN,
+                    "fall": float(rank[best] / rank[peak] - 1) if best > peak else NAN,
                 }
-                labelled.append(pd.DataFrame({"trial_id": trial_id, "rank": rank, "stsb_dev": score, "phase": split.labels}))
-            for key in ("interior", "avg_rank", "peak_step", "phase2_evals", "fall"):
-                self.done[f"{key}/{metric}"] = self.done["trial_id"].map({t: v[key] for t, v in per_trial.items()})
-            if labelled:
-                self.points[metric] = pd.concat(labelled, ignore_index=True).merge(
-                    self.done[["trial_id", "method", "rr_coef"]], on="trial_id"
-                )
+            for key in ("interior", "kind", "avg_rank", "peak_step", "phase2_evals", "fall"):
+                self.done[f"{key}/{metric}"] = self.done["trial_id"].astype(str).map({t: v[key] for t, v in per.items()})
+
+    def no_rr_phases(self, metric: str) -> pd.DataFrame:
+        """Per-trial correlations within each phase variant of the no-RR trials (:func:`within_phase.per_trial`), with their method."""
+        if metric not in self._phases:
+            off = self.select(rr=False)
+            per = within_phase.per_trial(self.labelled[metric], list(off["trial_id"].astype(str)))
+            per["method"] = per["trial_id"].map(dict(zip(off["trial_id"].astype(str), off["method"])))
+            self._phases[metric] = per
+        return self._phases[metric]
 
     def select(self, schedule: str | None = None, rr: bool | None = None) -> pd.DataFrame:
-        """Trials with RR on (``rr``) or off, under ``schedule`` (RR-off trials match any schedule)."""
+        """Distinct trials with RR on (``rr``) or off, under ``schedule`` (RR-off trials match any schedule)."""
         frame = self.done
         if rr is not None:
             frame = frame[(frame["rr_coef"] > 0) == rr]
@@ -175,10 +222,28 @@ class _Trials:
         return frame
 
 
+def _groups(frame: pd.DataFrame, keys: list[str], column: str) -> dict[tuple, list[float]]:
+    """``column``'s values per combination of ``keys`` (in sorted key order; missing values are a key of their own)."""
+    out: dict[tuple, list[float]] = {}
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    labels = zip(*([None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v for v in frame[k].tolist()] for k in keys))
+    for key, value in zip(labels, values):
+        out.setdefault(key, []).append(float(value))
+    return dict(sorted(out.items(), key=lambda kv: tuple(str(v) for v in kv[0])))
+
+
 def _pairs(treated: pd.DataFrame, baseline: pd.DataFrame, keys: list[str], column: str) -> list[tuple[list[float], list[float]]]:
     """(treated values, baseline values) per stratum found on both sides."""
-    base = {k: g[column].astype(float).tolist() for k, g in baseline.groupby(keys, sort=True, dropna=False)}
-    return [(g[column].astype(float).tolist(), base[k]) for k, g in treated.groupby(keys, sort=True, dropna=False) if k in base]
+    base = _groups(baseline, keys, column)
+    return [(values, base[k]) for k, values in _groups(treated, keys, column).items() if k in base]
+
+
+def _pooling_note(treated: pd.DataFrame, keys: list[str]) -> str:
+    """Says when the treated arm pools several RR coefficients within one stratum."""
+    if "rr_coef" in keys or treated.empty:
+        return ""
+    coefs = sorted(set(treated["rr_coef"].astype(float)))
+    return f"the RR arm pools coefficients {', '.join(f'{c:g}' for c in coefs)}" if len(coefs) > 1 else ""
 
 
 def _difference_rows(
@@ -190,6 +255,7 @@ def _difference_rows(
     rank_metric: str = "",
     relative: bool = False,
     why_empty: str = "",
+    note: str = "",
 ) -> list[dict[str, Any]]:
     rows = []
     for scope, t_part, b_part in _scopes(treated, baseline):
@@ -200,7 +266,50 @@ def _difference_rows(
         if relative and test["strata"]:
             base = float(np.mean([np.nanmean(b) for t, b in strata if len(t) >= 2 and len(b) >= 2]))
             est, lo, hi = est / base, lo / base, hi / base
-        rows.append(_row(claim, scope, rank_metric, est, lo, hi, test["n_a"] + test["n_b"], "trials", test["p"], missing))
+        notes = "; ".join(x for x in (_pooling_note(t_part, keys), note) if x)
+        rows.append(
+            _row(
+                claim,
+                scope,
+                rank_metric,
+                est,
+                lo,
+                hi,
+                test["n_a"] + test["n_b"],
+                "trials",
+                test["p"],
+                missing,
+                METHODS["welch"],
+                note=notes,
+            )
+        )
+    return rows
+
+
+def _best_step_rows(
+    claim: Claim, treated: pd.DataFrame, baseline: pd.DataFrame, keys: list[str], why_empty: str, every: float
+) -> list[dict[str, Any]]:
+    """Claim 8: the difference of best steps (resolved to the evaluation interval ``every``), with trials whose best
+    is their last evaluation marked as censored."""
+    note = f"best steps are resolved to the evaluation interval ({every:g} steps)" if np.isfinite(every) else ""
+    rows = _difference_rows(claim, treated, baseline, keys, "best_step", why_empty=why_empty, note=note)
+    last = "steps_done" if "steps_done" in treated else None
+    for row in rows:
+        scope = row["scope"]
+        t_part = treated if scope == "all" else treated[treated["method"] == scope]
+        b_part = baseline if scope == "all" else baseline[baseline["method"] == scope]
+        if last is None:
+            continue
+        cens_t = int((t_part["best_step"].astype(float) >= t_part[last].astype(float)).sum())
+        cens_b = int((b_part["best_step"].astype(float) >= b_part[last].astype(float)).sum())
+        parts = []
+        if cens_t or cens_b:
+            parts.append(
+                f"censored: {cens_t} RR and {cens_b} no-RR trials reach their best STS-B dev at their last evaluation "
+                "(the true best may be later)"
+            )
+        row["note"] = "; ".join(x for x in (row["note"], *parts) if x)
+        row["_censored"] = ("t" if cens_t else "") + ("b" if cens_b else "")
     return rows
 
 
@@ -209,14 +318,29 @@ def _std_ratio_rows(
 ) -> list[dict[str, Any]]:
     rows = []
     for scope, t_part, b_part in _scopes(treated, baseline):
-        t_groups = [g["avg"].astype(float).tolist() for _, g in t_part.groupby(keys, sort=True, dropna=False)]
-        b_groups = [g["avg"].astype(float).tolist() for _, g in b_part.groupby(keys, sort=True, dropna=False)]
+        t_groups = list(_groups(t_part, keys, "avg").values())
+        b_groups = list(_groups(b_part, keys, "avg").values())
         test = pooled_std_ratio(t_groups, b_groups)
         missing = why_empty or (
             None if test["df_treated"] >= 2 and test["df_baseline"] >= 2 else "fewer than 3 seeds per side: no seed std to compare"
         )
+        pooled = [g for g in t_groups if len(g) >= 2]
+        note = f"pools the within-condition spread of {len(pooled)} RR conditions" if len(pooled) > 1 else ""
         rows.append(
-            _row(claim, scope, "", test["ratio"], test["ci_low"], test["ci_high"], len(t_part) + len(b_part), "trials", test["p"], missing)
+            _row(
+                claim,
+                scope,
+                "",
+                test["ratio"],
+                test["ci_low"],
+                test["ci_high"],
+                len(t_part) + len(b_part),
+                "trials",
+                test["p"],
+                missing,
+                METHODS["ratio"],
+                note=note,
+            )
         )
     return rows
 
@@ -233,55 +357,97 @@ def _share_rows(claim: Claim, data: _Trials, metric: str) -> list[dict[str, Any]
     rows = []
     for scope, part, _ in _scopes(off, off.iloc[0:0]):
         flags = part[column].dropna().astype(bool) if column in part else pd.Series(dtype=bool)
-        est = share_with_interval(int(flags.sum()), int(flags.size))
-        missing = None if flags.size >= MIN_TRIALS else f"{flags.size} trials without RR; the share needs >= {MIN_TRIALS}"
-        rows.append(_row(claim, scope, metric, est["share"], est["ci_low"], est["ci_high"], flags.size, "trials", NAN, missing))
-    return rows
-
-
-def _phase_correlation_rows(
-    claim: Claim, data: _Trials, metric: str, phase: int, rng: np.random.Generator, n_boot: int
-) -> list[dict[str, Any]]:
-    points = data.points.get(metric)
-    rows = []
-    if points is None:
-        return [_row(claim, "all", metric, NAN, NAN, NAN, 0, "evaluations", NAN, f"no probe/{metric} column")]
-    inside = points[(points["phase"] == phase) & (points["rr_coef"] == 0)]
-    for scope, part, _ in _scopes(inside, inside.iloc[0:0]):
-        corr = correlate(part["rank"], part["stsb_dev"], rng, part["trial_id"].to_numpy(), n_boot)
+        est = share_with_interval(int(flags.sum()), int(flags.size), claim.null)
         missing = (
             None
-            if corr["n_trials"] >= MIN_TRIALS and corr["n"] >= 2 * MIN_TRIALS
-            else (f"{corr['n']} evaluations from {corr['n_trials']} trials without RR in Phase {phase}; needs >= {MIN_TRIALS} trials")
+            if flags.size >= MIN_SHARE_TRIALS
+            else f"{flags.size} trials without RR; the share needs >= {MIN_SHARE_TRIALS} (with fewer, even all of them "
+            "rising and falling leaves the exact interval holding 0.5)"
         )
+        kinds = part[f"kind/{metric}"].value_counts() if f"kind/{metric}" in part else pd.Series(dtype=int)
+        note = "shapes: " + ", ".join(f"{k} {v}" for k, v in kinds.sort_index().items()) if len(kinds) else ""
         rows.append(
             _row(
                 claim,
                 scope,
                 metric,
-                corr["pearson_r"],
-                corr["pearson_ci_low"],
-                corr["pearson_ci_high"],
-                corr["n"],
-                "evaluations",
-                corr["pearson_p"],
+                est["share"],
+                est["ci_low"],
+                est["ci_high"],
+                flags.size,
+                "trials",
+                est["p"],
                 missing,
+                METHODS["share"],
+                note=note,
             )
         )
     return rows
 
 
-def _rank_std_rows(claim: Claim, data: _Trials, metric: str, rng: np.random.Generator, n_boot: int) -> list[dict[str, Any]]:
+def _phase_correlation_rows(claim: Claim, data: _Trials, metric: str, phase: int) -> list[dict[str, Any]]:
+    labelled = data.labelled.get(metric)
+    if labelled is None:
+        return [_row(claim, "all", metric, NAN, NAN, NAN, 0, "trials", NAN, f"no probe/{metric} column", METHODS["trials_r"])]
+    per = data.no_rr_phases(metric)
+    rows = []
+    for (ph, variant), _ in within_phase.VARIANTS.items():
+        if ph != phase:
+            continue
+        primary = variant == within_phase.PRIMARY[phase]
+        part_all = per[(per["phase"] == phase) & (per["variant"] == variant)]
+        for scope, part, _ in _scopes(part_all, part_all.iloc[0:0]):
+            comb = within_phase.combined(part)
+            trial_rs = ", ".join(f"{r:+.2f}" for r in part.loc[part["usable"].astype(bool), "pearson_r"])
+            note = "; ".join(
+                x
+                for x in (
+                    f"per-trial r: {trial_rs}" if trial_rs else "",
+                    f"Spearman {comb['spearman_rho']:+.2f}" if np.isfinite(comb["spearman_rho"]) else "",
+                )
+                if x
+            )
+            missing = (
+                None
+                if comb["n_trials"] >= MIN_TRIALS
+                else f"{comb['n_trials']} of {len(part)} no-RR trials have a usable Phase {phase} ({variant}: >= "
+                f"{within_phase.MIN_EVALS} evaluations and a rank that moves by more than its resolution); needs >= {MIN_TRIALS}"
+            )
+            rows.append(
+                _row(
+                    claim,
+                    scope,
+                    metric,
+                    comb["pearson_r"],
+                    comb["pearson_ci_low"],
+                    comb["pearson_ci_high"],
+                    comb["n_trials"],
+                    "trials",
+                    comb["pearson_p"],
+                    missing,
+                    METHODS["trials_r"],
+                    "" if primary else variant,
+                    note=note,
+                )
+            )
+    return rows
+
+
+def _rank_std_rows(claim: Claim, data: _Trials, metric: str) -> list[dict[str, Any]]:
     column = f"avg_rank/{metric}"
     if column not in data.done:
-        return [_row(claim, "all", metric, NAN, NAN, NAN, 0, "conditions", NAN, f"no probe/{metric} column")]
+        return [_row(claim, "all", metric, NAN, NAN, NAN, 0, "conditions", NAN, f"no probe/{metric} column", METHODS["units_r"])]
     groups = data.done.groupby(data.condition_keys, sort=True, dropna=False)
     x = groups[column].mean()
     y = groups["avg"].std(ddof=1)
     count = groups["avg"].count()
     keep = (count >= 2) & x.notna() & y.notna()
-    corr = correlate(x[keep], y[keep], rng, None, n_boot)
-    missing = None if corr["n"] >= MIN_CONDITIONS else f"{corr['n']} conditions with >= 2 seeds; the correlation needs >= {MIN_CONDITIONS}"
+    corr = correlation_across_units(x[keep], y[keep])
+    missing = (
+        None
+        if corr["n"] >= MIN_CONDITIONS
+        else f"{corr['n']} distinct conditions with >= 2 seeds; the correlation needs >= {MIN_CONDITIONS}"
+    )
     return [
         _row(
             claim,
@@ -294,92 +460,111 @@ def _rank_std_rows(claim: Claim, data: _Trials, metric: str, rng: np.random.Gene
             "conditions",
             corr["pearson_p"],
             missing,
+            METHODS["units_r"],
         )
     ]
 
 
-def _never_switched(steps: pd.DataFrame, phase_aware: pd.DataFrame) -> str:
-    """The reason the phase-aware rows say nothing when no after_peak trial ever switched RR on ("" otherwise)."""
-    if not len(phase_aware) or "rr/switch_step" not in steps.columns:
-        return ""
-    ids = set(phase_aware["trial_id"])
-    if steps.loc[steps["trial_id"].isin(ids), "rr/switch_step"].notna().any():
-        return ""
-    return (
-        f"RR never switched on in the {len(ids)} {PHASE_AWARE} trials (the online detector saw no rank peak "
-        "within the run), so they trained without RR; run longer or lower peak_patience / peak_drop"
-    )
+def _phase_aware_status(data: _Trials) -> tuple[str, str]:
+    """(why the P rows say nothing, or "", a note naming the steps RR switched on and the replicas left out)."""
+    switched = data.select(PHASE_AWARE, rr=True)
+    reps = data.replicas
+    if switched.empty and reps.empty:
+        return f"no completed trials with the {PHASE_AWARE} schedule", ""
+    if switched.empty:
+        return (
+            f"RR never switched on in the {len(reps)} {PHASE_AWARE} trials (the online detector saw no rank peak "
+            "within the run), so they are replicas of no RR; run longer or make the detector recognise a plateau",
+            "",
+        )
+    steps = ", ".join(f"{s:g}" for s in sorted(switched["switch_step"].dropna()))
+    note = f"RR switched on at steps {steps}"
+    if len(reps):
+        note += f"; {len(reps)} {PHASE_AWARE} trials never switched (replicas of no RR) are left out"
+    return "", note
 
 
-def compute_findings(
-    steps: pd.DataFrame, trials: pd.DataFrame, axes: Sequence[str] = (), window: int = 3, n_boot: int = N_BOOT, seed: int = 0
-) -> pd.DataFrame:
+def _decide(frame: pd.DataFrame) -> pd.DataFrame:
+    """Adjust the p-values (Holm within each scope's primary rows, Bonferroni over that family for variants) and set verdicts."""
+    frame = frame.copy()
+    tested = frame["_missing"].eq("") & np.isfinite(frame["p_value"].astype(float))
+    for scope in frame["scope"].unique():
+        family = tested & frame["scope"].eq(scope) & frame["variant"].eq("")
+        m = int(family.sum())
+        frame.loc[family, "p_adjusted"] = holm(frame.loc[family, "p_value"].astype(float).to_numpy())
+        extra = tested & frame["scope"].eq(scope) & frame["variant"].ne("")
+        frame.loc[extra, "p_adjusted"] = np.minimum(1.0, max(m, 1) * frame.loc[extra, "p_value"].astype(float))
+        frame.loc[family, "_how"] = f"Holm over {m} tests"
+        frame.loc[extra, "_how"] = f"Bonferroni over {max(m, 1)} tests"
+    verdicts, reasons = [], []
+    for _, r in frame.iterrows():
+        v, why = verdict(CLAIMS[r["claim"]], r["ci_low"], r["ci_high"], r["p_adjusted"], r["_missing"] or None, str(r.get("_how") or ""))
+        if v == SUPPORTED and "t" in r["_censored"] and CLAIMS[r["claim"]].sign < 0:
+            v, why = NOT_ENOUGH, "RR trials reach their best at their last evaluation (censored): an earlier best cannot be claimed"
+        if v == CONTRADICTED and "b" in r["_censored"]:
+            v, why = NOT_ENOUGH, "no-RR trials reach their best at their last evaluation (censored): a later RR best cannot be claimed"
+        verdicts.append(v)
+        reasons.append(why)
+    frame["verdict"], frame["reason"] = verdicts, reasons
+    return frame.drop(columns=["_missing", "_censored", "_how"], errors="ignore")
+
+
+def compute_findings(steps: pd.DataFrame, trials: pd.DataFrame, axes: Sequence[str] = (), window: int = 3) -> pd.DataFrame:
     """Every claim's rows (the whole sweep, then each method) from the steps and trials tables."""
-    rng = np.random.default_rng(seed)
     data = _Trials(steps, trials, axes, window)
     off, paper_rr, phase_aware = data.select(rr=False), data.select(PAPER_RR, rr=True), data.select(PHASE_AWARE, rr=True)
     no_paper_rr = "" if len(paper_rr) else f"no completed trials with RR on ({PAPER_RR} schedule)"
-    no_phase_aware = "" if len(phase_aware) else f"no completed trials with the {PHASE_AWARE} schedule"
-    no_phase_aware = no_phase_aware or _never_switched(steps, phase_aware)
+    no_phase_aware, switched_note = _phase_aware_status(data)
     strata, coef_strata = data.stratum_keys, [*data.stratum_keys, "rr_coef"]
     rows: list[dict[str, Any]] = []
     c = CLAIMS
     for metric in RANK_METRICS:
         rows += _share_rows(c["1"], data, metric)
-        rows += _phase_correlation_rows(c["2"], data, metric, PHASE_1, rng, n_boot)
-        rows += _phase_correlation_rows(c["3"], data, metric, PHASE_2, rng, n_boot)
+        rows += _phase_correlation_rows(c["2"], data, metric, PHASE_1)
+        rows += _phase_correlation_rows(c["3"], data, metric, PHASE_2)
         if f"avg_rank/{metric}" in data.done:
             rows += _difference_rows(c["4"], paper_rr, off, strata, f"avg_rank/{metric}", metric, relative=True, why_empty=no_paper_rr)
-        rows += _rank_std_rows(c["7"], data, metric, rng, n_boot)
+        rows += _rank_std_rows(c["7"], data, metric)
     for key, column in (("5a", "best_stsb_dev"), ("5b", "avg"), ("5c", "stsb")):
         rows += _difference_rows(c[key], paper_rr, off, strata, column, why_empty=no_paper_rr)
     rows += _std_ratio_rows(c["6"], paper_rr, off, data.condition_keys, why_empty=no_paper_rr)
-    rows += _difference_rows(c["8"], paper_rr, off, strata, "best_step", why_empty=no_paper_rr)
-    rows += _difference_rows(c["P1"], phase_aware, off, strata, "best_stsb_dev", why_empty=no_phase_aware)
-    rows += _difference_rows(c["P2"], phase_aware, off, strata, "avg", why_empty=no_phase_aware)
+    evaluated = np.unique(steps["step"].dropna().to_numpy(dtype=np.float64)) if "step" in steps else np.zeros(0)
+    every = float(np.min(np.diff(evaluated))) if evaluated.size > 1 else NAN
+    rows += _best_step_rows(c["8"], paper_rr, off, strata, no_paper_rr, every)
+    pa = {"why_empty": no_phase_aware, "note": switched_note}
+    pr = {"why_empty": no_phase_aware or no_paper_rr, "note": switched_note}
+    rows += _difference_rows(c["P1"], phase_aware, off, strata, "best_stsb_dev", **pa)
+    rows += _difference_rows(c["P2"], phase_aware, off, strata, "avg", **pa)
     rows += _std_ratio_rows(c["P3"], phase_aware, off, data.condition_keys, why_empty=no_phase_aware)
-    rows += _difference_rows(c["P5"], phase_aware, paper_rr, coef_strata, "best_stsb_dev", why_empty=no_phase_aware or no_paper_rr)
-    rows += _difference_rows(c["P6"], phase_aware, paper_rr, coef_strata, "avg", why_empty=no_phase_aware or no_paper_rr)
+    rows += _difference_rows(c["P5"], phase_aware, paper_rr, coef_strata, "best_stsb_dev", **pr)
+    rows += _difference_rows(c["P6"], phase_aware, paper_rr, coef_strata, "avg", **pr)
     rows += _std_ratio_rows(c["P7"], phase_aware, paper_rr, data.condition_keys, why_empty=no_phase_aware or no_paper_rr)
     for metric in RANK_METRICS:
         if f"avg_rank/{metric}" in data.done:
-            rows += _difference_rows(
-                c["P4"], phase_aware, off, strata, f"avg_rank/{metric}", metric, relative=True, why_empty=no_phase_aware
-            )
-            rows += _difference_rows(
-                c["P8"],
-                phase_aware,
-                paper_rr,
-                coef_strata,
-                f"avg_rank/{metric}",
-                metric,
-                relative=True,
-                why_empty=no_phase_aware or no_paper_rr,
-            )
+            rows += _difference_rows(c["P4"], phase_aware, off, strata, f"avg_rank/{metric}", metric, relative=True, **pa)
+            rows += _difference_rows(c["P8"], phase_aware, paper_rr, coef_strata, f"avg_rank/{metric}", metric, relative=True, **pr)
     order = {k: i for i, k in enumerate(CLAIMS)}
-    frame = pd.DataFrame(rows)
+    frame = _decide(pd.DataFrame(rows))
     frame["_order"] = frame["claim"].map(order)
     frame["_metric"] = frame["rank_metric"].map({m: i for i, m in enumerate(RANK_METRICS)}).fillna(-1)
     frame["_scope"] = (frame["scope"] != "all").astype(int)
+    frame["_variant"] = (frame["variant"] != "").astype(int)
     return (
-        frame.sort_values(["_order", "_metric", "_scope", "scope"], kind="stable")
-        .drop(columns=["_order", "_metric", "_scope"])
+        frame.sort_values(["_order", "_metric", "_scope", "scope", "_variant"], kind="stable")
+        .drop(columns=["_order", "_metric", "_scope", "_variant"])
         .reset_index(drop=True)
     )
 
 
 def phase_split_by_metric(steps: pd.DataFrame, trials: pd.DataFrame, axes: Sequence[str] = (), window: int = 3) -> pd.DataFrame:
-    """How each rank notion splits the completed trials: interior peaks, non-empty Phase 2, peak step, rank fall to the best step.
-
-    The evidence for the default phase metric: a notion that peaks inside the run and falls before the best
-    STS-B dev gives both phases; one still rising at the end leaves Phase 2 empty.
-    """
+    """How each rank notion splits the distinct completed trials: the shape of the rank (rise and fall, plateau,
+    still rising, no rise), non-empty Phase 2, peak step and the rank's change from the peak to the best step."""
     data = _Trials(steps, trials, axes, window)
     rows = []
     groups = (
         ("no RR", data.select(rr=False)),
         (f"RR ({PAPER_RR})", data.select(PAPER_RR, rr=True)),
-        (f"RR ({PHASE_AWARE})", data.select(PHASE_AWARE, rr=True)),
+        (f"RR ({PHASE_AWARE}, switched on)", data.select(PHASE_AWARE, rr=True)),
     )
     for metric in RANK_METRICS:
         if f"interior/{metric}" not in data.done:
@@ -388,12 +573,16 @@ def phase_split_by_metric(steps: pd.DataFrame, trials: pd.DataFrame, axes: Seque
             part = part[part[f"interior/{metric}"].notna()]
             if part.empty:
                 continue
+            kinds = part[f"kind/{metric}"]
             rows.append(
                 {
                     "rank_metric": metric,
                     "trials": label,
                     "n": len(part),
-                    "interior_peak": float(part[f"interior/{metric}"].astype(bool).mean()),
+                    "interior_peak": float((kinds == "peak").mean()),
+                    "plateau": float((kinds == "plateau").mean()),
+                    "rising": float((kinds == "rising").mean()),
+                    "no_rise": float((kinds == "no_rise").mean()),
                     "phase2_nonempty": float((part[f"phase2_evals/{metric}"] > 0).mean()),
                     "median_peak_step": float(part[f"peak_step/{metric}"].median()),
                     "median_phase2_evals": float(part[f"phase2_evals/{metric}"].median()),

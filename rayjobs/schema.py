@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from rankcse.io import atomic_path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Columns that identify a trial's condition; shared by the steps, trials and summary tables.
 CONDITION = {
@@ -39,7 +39,8 @@ STEPS: dict[str, tuple[str, str]] = {
     "step": ("int64", "optimisation step of the evaluation (0 = the pre-trained model)"),
     "phase": (
         "int64",
-        "offline phase: 1 up to the (smoothed) rank peak, 2 after it up to the best STS-B dev step, 3 = after the best step ('post')",
+        "offline phase: 1 up to the rank peak (rankcse.phases.split_phases), 2 after it up to the best STS-B dev step, "
+        "3 = after the best step ('post')",
     ),
     "phase_online": ("float64", "phase the online peak detector saw during training (1 or 2)"),
     "epoch": ("float64", "epochs done"),
@@ -78,7 +79,10 @@ TRIALS: dict[str, tuple[str, str]] = {
     "device": ("string", "torch device the trial trained on (cpu, cuda, cuda:N); cpu with a GPU held only under --allow-cpu-on-gpu"),
     "n_evals": ("int64", "evaluations recorded"),
     "steps_done": ("int64", "last evaluated step"),
-    "peak_step": ("float64", "step of the (smoothed) peak of the phase rank metric"),
+    "peak_step": (
+        "float64",
+        "step of the peak of the phase rank metric: the raw maximum near the smoothed one; for a plateau the first evaluation on it",
+    ),
     "peak_rank": ("float64", "phase rank metric at the peak (raw value)"),
     "peak_energy_rank_99": ("float64", "energy rank (tau 0.99) at the peak step"),
     "best_step": ("float64", "step of the best STS-B dev (step 0 excluded)"),
@@ -89,11 +93,21 @@ TRIALS: dict[str, tuple[str, str]] = {
     "avg_erank_vne": ("float64", "mean erank_vne over the evaluations up to the best step"),
     "phase_flag": (
         "string",
-        "ok, no_interior_peak (peak at the first or last evaluation) or phase2_empty (best step at or before the peak)",
+        "shape of the phase rank: ok (rises, then falls by more than rank_resolution, with a non-empty Phase 2), phase2_empty "
+        "(the same, best step at or before the peak), plateau (rises, then stays within rank_resolution of its top for >= 3 "
+        "evaluations), rising (rises into its last evaluations), no_rise (never rises by more than rank_resolution), no_rank",
+    ),
+    "rank_resolution": (
+        "float64",
+        "smallest change of the phase rank counted as a change: 1 for an integer rank (energy ranks), else 1% of its largest value",
     ),
     "n_phase1": ("int64", "evaluations in Phase 1"),
     "n_phase2": ("int64", "evaluations in Phase 2"),
-    "rr_switch_step": ("float64", "step RR switched on (after_peak schedule)"),
+    "rr_switch_step": (
+        "float64",
+        "step RR switched on (after_peak schedule); empty for an after_peak trial = RR never switched on: a replica of no RR, "
+        "left out of the summary, correlations and findings",
+    ),
     "train_seconds": ("float64", "training time"),
     "sts12": ("float64", "final test Spearman of the best checkpoint, STS12 'all'"),
     "sts13": ("float64", "STS13 'all'"),
@@ -107,6 +121,7 @@ TRIALS: dict[str, tuple[str, str]] = {
     "config": ("string", "the trial's full rankcse settings, JSON"),
 }
 TRIALS_PREFIXES = {
+    "pretrained/": "test score of the pre-trained model (step 0), the baseline, where the run recorded it (final.json)",
     "probing/": "probing accuracy of the best checkpoint (full setting)",
     "transfer/": "transfer-task accuracy of the best checkpoint",
 }
@@ -117,10 +132,12 @@ SUMMARY: dict[str, tuple[str, str]] = {
     "n": ("int64", "completed trials (seeds) with a value"),
     "mean": ("float64", "mean over seeds"),
     "std": ("float64", "sample standard deviation over seeds (ddof=1)"),
-    "mean_ci_low": ("float64", "bootstrap 95% interval of the mean, low end"),
-    "mean_ci_high": ("float64", "bootstrap 95% interval of the mean, high end"),
-    "std_ci_low": ("float64", "bootstrap 95% interval of the std, low end"),
-    "std_ci_high": ("float64", "bootstrap 95% interval of the std, high end"),
+    "mean_ci_low": ("float64", "95% interval of the mean (Student t), low end"),
+    "mean_ci_high": ("float64", "95% interval of the mean, high end"),
+    "std_ci_low": ("float64", "95% interval of the std (chi-square; percentile bootstrap from 20 seeds), low end"),
+    "std_ci_high": ("float64", "95% interval of the std, high end"),
+    "mean_ci_method": ("string", "how the mean's interval was computed"),
+    "std_ci_method": ("string", "how the std's interval was computed"),
     "baseline_n": ("float64", "seeds of the same condition without RR (rr_coef 0)"),
     "baseline_mean": ("float64", "mean without RR"),
     "diff_vs_no_rr": ("float64", "mean minus the mean without RR"),
@@ -132,23 +149,33 @@ CORRELATIONS: dict[str, tuple[str, str]] = {
     "analysis": ("string", "rank_vs_stsb_dev (evaluation points within a phase) or avg_rank_vs_seed_std (one point per condition)"),
     "rank_metric": ("string", "the rank column used (e.g. probe/erank_vne)"),
     "phase": ("float64", "1 or 2 for rank_vs_stsb_dev; empty for avg_rank_vs_seed_std"),
+    "variant": (
+        "string",
+        "which evaluations of the phase: Phase 1 'with step 0' (primary) or 'without step 0'; Phase 2 'peak to best' (primary, "
+        "the paper's) or 'peak to end'",
+    ),
     "score": ("string", "stsb_dev, or the test score whose seed std is correlated"),
     "scope": (
         "string",
-        "pooled (all points of the trials), method (pooled within one method), within_trial (mean of the per-trial r), groups",
+        "trial (one trial's points; no p-value: its evaluations are not independent), across_trials (the trials' correlations "
+        "combined on Fisher's z, t-test over trials) or conditions (one point per distinct condition)",
     ),
     "method": ("string", "method, or 'all'"),
-    "subset": ("string", "which trials: all, no_rr (rr_coef 0) or rr (rr_coef > 0)"),
-    "n": ("int64", "points (evaluations, or conditions)"),
-    "n_trials": ("int64", "trials the points come from"),
-    "pearson_r": ("float64", "Pearson r (for within_trial: mean of the per-trial r)"),
-    "pearson_p": ("float64", "two-sided p-value (points treated as independent)"),
-    "pearson_ci_low": ("float64", "bootstrap 95% interval (resampling trials for pooled scopes)"),
-    "pearson_ci_high": ("float64", ""),
-    "spearman_rho": ("float64", "Spearman rho (for within_trial: mean of the per-trial rho)"),
-    "spearman_p": ("float64", "two-sided p-value"),
-    "spearman_ci_low": ("float64", "bootstrap 95% interval"),
-    "spearman_ci_high": ("float64", ""),
+    "subset": ("string", "which trials: all, no_rr (rr_coef 0) or rr (RR on for some steps); replicas of no RR never count"),
+    "trial_id": ("string", "the trial of a scope 'trial' row"),
+    "n": ("int64", "points (evaluations of the usable trials, or conditions)"),
+    "n_trials": ("int64", "trials behind the row (for across_trials: those with a usable phase)"),
+    "usable": ("bool", "scope trial: the phase has >= 3 evaluations and the rank moves in it by more than its resolution"),
+    "pearson_r": ("float64", "Pearson r (across_trials: the back-transformed mean Fisher z of the trials' r)"),
+    "pearson_p": ("float64", "two-sided p-value: t-test of the trials' Fisher z against 0 (across_trials), Pearson's test (conditions)"),
+    "pearson_ci_low": ("float64", "95% interval, low end (method in interval)"),
+    "pearson_ci_high": ("float64", "95% interval, high end"),
+    "spearman_rho": ("float64", "Spearman rho (across_trials: combined like Pearson's)"),
+    "spearman_p": ("float64", "two-sided p-value, as for Pearson"),
+    "spearman_ci_low": ("float64", "95% interval, low end"),
+    "spearman_ci_high": ("float64", "95% interval, high end"),
+    "interval": ("string", "how the intervals were computed: t on Fisher z over trials, or Fisher z (over conditions)"),
+    "note": ("string", "scope trial: why the trial's phase is not usable"),
 }
 
 FINDINGS: dict[str, tuple[str, str]] = {
@@ -156,21 +183,32 @@ FINDINGS: dict[str, tuple[str, str]] = {
     "finding": ("string", "the claim tested, in words"),
     "rank_metric": ("string", "rank notion of a rank claim (energy_rank_99, erank_vne); empty for the others"),
     "scope": ("string", "all (the whole sweep) or one method"),
+    "variant": ("string", "empty for the primary test; a sensitivity row names its definition (without step 0, peak to end)"),
     "statistic": (
         "string",
         "what estimate is: share (of trials), r (Pearson), difference (of means, RR minus baseline), "
         "relative (difference / baseline mean), ratio (of pooled seed stds), steps (difference of best steps)",
     ),
     "estimate": ("float64", "the sweep's value"),
-    "ci_low": ("float64", "95% interval, low end (Clopper-Pearson, trial-clustered bootstrap, stratified Welch t or F, by statistic)"),
+    "ci_low": ("float64", "95% interval, low end (method in interval)"),
     "ci_high": ("float64", "95% interval, high end"),
+    "interval": (
+        "string",
+        "how the interval and p were computed: Clopper-Pearson (exact binomial test), t on Fisher z over trials, "
+        "Welch t (stratified), F, Fisher z (over conditions)",
+    ),
     "n": ("int64", "trials, evaluations or conditions behind the estimate (n_unit)"),
     "n_unit": ("string", "what n counts"),
-    "p_value": ("float64", "two-sided p-value of the test (Welch t, F, Pearson), where one applies"),
+    "p_value": ("float64", "two-sided p-value of the test, unadjusted"),
+    "p_adjusted": (
+        "float64",
+        "p adjusted for the claims tested on the same scope: Holm over the primary rows, Bonferroni over that family for variants",
+    ),
     "paper_value": ("float64", "the paper's value in the same statistic, where known (scope all)"),
     "paper_note": ("string", "the paper's statement and how sure we are of it (SPEC tags)"),
     "verdict": ("string", "supported, contradicted or not enough data"),
-    "reason": ("string", "why not supported: too few trials or conditions, or where the interval lies"),
+    "reason": ("string", "why not supported: too few trials or conditions, where the interval lies, or the correction"),
+    "note": ("string", "what the estimate pools or leaves out: RR coefficients, per-trial r, censored best steps, switch steps"),
 }
 
 PROBING: dict[str, tuple[str, str]] = {

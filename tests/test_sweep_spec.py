@@ -27,6 +27,8 @@ def test_presets_ship_and_validate():
     assert {c.method for c in configs} == {"simcse", "mixcse"} and {c.rr_coef for c in configs} == {0.0, 0.1}
     assert all(c.device == "cpu" and c.num_threads == 1 and c.max_steps == 30 for c in configs)
     assert len(SweepSpec.load("demo").validate()) == 6
+    long = SweepSpec.load("study-long").validate()  # sized so every claim can get a verdict: 5 distinct conditions x 8 seeds
+    assert len(long) == 40 and {c.max_steps for c in long} == {500} and len({(c.rr_coef, c.rr_schedule) for c in long if c.rr_coef}) == 4
 
 
 def _expected_trials(grid: dict) -> int:
