@@ -27,6 +27,7 @@ import getpass
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -355,7 +356,8 @@ def up(steps: Rehearsal, cfg: str) -> str:
 
 
 def _find_trials_lines(output: str) -> list[str]:
-    lines = output.splitlines()
+    """The trials table's header and rows in ``ray exec``'s output (its colour codes removed)."""
+    lines = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", output).splitlines()
     start = next((i for i, line in enumerate(lines) if line.strip().startswith("trial_id")), None)
     return [] if start is None else [line for line in lines[start : start + 1 + N_TRIALS]]
 
@@ -427,10 +429,11 @@ def rehearse(workdir: Path, screenshot: Path | None) -> int:
             raise StepFailed(f"step exec: expected {N_TRIALS} completed trials in the head's table, got {table}")
         down_dir = workdir / "results-down" / "smoke"
         steps.run("rsync-down", steps.ray("rsync-down", cfg, "~/results/smoke", str(down_dir)), timeout=180, note=f"-> {down_dir}")
-        got = sorted(p.name for p in down_dir.glob("*.parquet"))
-        if "trials.parquet" not in got:
-            raise StepFailed(f"step rsync-down: no trials.parquet in {down_dir} (got {got})")
-        summary["rsync_down"] = got
+        got = sorted(str(p.relative_to(down_dir.parent)) for p in down_dir.parent.rglob("*.parquet"))
+        if not any(p.endswith("trials.parquet") for p in got):
+            raise StepFailed(f"step rsync-down: no trials.parquet under {down_dir.parent} (got {got})")
+        summary["rsync_down"] = got  # rsync copies the folder itself into the target: results-down/smoke/smoke/*.parquet
+        print(f"    brought back: {', '.join(got)}")
         forward.terminate()
         forward.wait(10)
         forward = None
