@@ -548,7 +548,7 @@ def aggregate(
     try:
         with replacing_folder(output_dir, owned=is_output_file) as staging:
             files, counts, figure_files = _write_outputs(
-                staging, experiment_dir, tables, trials, axes, rank_metric, window, n_boot, seed, figures, only
+                staging, experiment_dir, tables, trials, axes, rank_metric, window, n_boot, seed, figures, only, output_dir.name
             )
     except OSError as exc:
         raise ConfigError(f"cannot write --output-dir {output_dir} ({exc.strerror}); pass a folder you can write") from None
@@ -576,8 +576,10 @@ def _write_outputs(
     seed: int,
     figures: bool,
     only: dict[str, list[str]] | None,
+    title: str,
 ) -> tuple[dict[str, Path], dict[str, int], dict[str, Path]]:
-    """Write the tables, figures and report.md into ``output_dir`` (the staging folder); return (files, counts, figures)."""
+    """Write the tables, figures and report.md into ``output_dir`` (the staging folder; ``title`` is the folder it becomes,
+    the report's title); return (files, counts, figures)."""
     files: dict[str, Path] = {}
     # How the findings were computed, so they can be recomputed from the steps and trials tables alone.
     findings_params = {"rankcse.findings": json.dumps({"window": window})}
@@ -599,7 +601,9 @@ def _write_outputs(
         files.update(figure_files)
     from rayjobs.report import write_report
 
-    files["report"] = write_report(output_dir, experiment_dir, tables, trials, counts, figure_files, f"probe/{rank_metric}", window, only)
+    files["report"] = write_report(
+        output_dir, experiment_dir, tables, trials, counts, figure_files, f"probe/{rank_metric}", window, only, title=title
+    )
     return files, counts, figure_files
 
 

@@ -421,11 +421,12 @@ def write_report(
     rank_column: str,
     window: int,
     only: dict[str, list[str]] | None = None,
+    title: str | None = None,
 ) -> Path:
     """Write ``report.md`` next to the tables (atomically) and return its path; ``only`` is the trial selection, if any."""
     trials = tables["trials"]
     sweep = str(trials["sweep"].dropna().iloc[0]) if len(trials) and trials["sweep"].notna().any() else experiment_dir.name
-    name = Path(output_dir).name
+    name = title or Path(output_dir).name  # the folder the report ends up in (it may be written in a staging folder)
     source = f"the trials of sweep `{sweep}`" if sweep != name else f"sweep `{sweep}`"
     lines = [
         f"# Sweep report: {name}",
