@@ -578,7 +578,8 @@ def _write_outputs(
     only: dict[str, list[str]] | None,
     title: str,
 ) -> tuple[dict[str, Path], dict[str, int], dict[str, Path]]:
-    """Write the tables, figures and report.md into ``output_dir`` (the staging folder); return (files, counts, figures)."""
+    """Write the tables, figures and report.md into ``output_dir`` (the staging folder; ``title`` is the folder it becomes,
+    the report's title); return (files, counts, figures)."""
     files: dict[str, Path] = {}
     # How the findings were computed, so they can be recomputed from the steps and trials tables alone.
     findings_params = {"rankcse.findings": json.dumps({"window": window})}

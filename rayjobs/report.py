@@ -427,7 +427,7 @@ def write_report(
     ``title`` the output folder's name where ``output_dir`` is a staging folder swapped in afterwards."""
     trials = tables["trials"]
     sweep = str(trials["sweep"].dropna().iloc[0]) if len(trials) and trials["sweep"].notna().any() else experiment_dir.name
-    name = title or Path(output_dir).name
+    name = title or Path(output_dir).name  # the folder the report ends up in (it may be written in a staging folder)
     source = f"the trials of sweep `{sweep}`" if sweep != name else f"sweep `{sweep}`"
     lines = [
         f"# Sweep report: {name}",
