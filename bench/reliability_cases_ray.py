@@ -471,7 +471,7 @@ def main(argv: list[str]) -> int:
     """``sigkill SCRATCH [KILLS]`` or ``cluster FOLDER``: the composite cases, one line out."""
     if argv[:1] == ["sigkill"]:
         scratch, kills = Path(argv[1]), int(argv[2]) if len(argv) > 2 else 20
-        report = sigkill_campaign(scratch, kills=kills, log=lambda line: print(line, file=sys.stderr, flush=True))
+        report = sigkill_campaign(scratch, kills=kills, log=lambda line: print(line, flush=True))
         o, rerun = report["outcomes"], report["rerun"]
         print(
             f"{report['killed']} of {kills} kills mid-write ({report['write_phase_s']:.2f}s write phase): previous whole {o['previous']}, "
