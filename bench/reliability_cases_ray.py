@@ -142,6 +142,8 @@ def _started_writing(folder: Path, stamps: dict[str, int]) -> bool:
 
 def _aggregate_child(exp: Path, out: Path, figures: bool) -> int:
     """Fork a process that runs the aggregation (this process has imported it already); return its PID."""
+    import rayjobs.figures  # noqa: F401  (imported once here, not in every child)
+    import rayjobs.report  # noqa: F401
     from rayjobs.aggregate import aggregate
 
     pid = os.fork()
@@ -204,6 +206,8 @@ def sigkill_campaign(scratch: Path, kills: int = 20, seed: int = 0, figures: boo
             pass
         _, status = os.waitpid(pid, 0)
         killed = os.WIFSIGNALED(status)
+        if not killed:  # the load eased: draw the next kills from the shorter write phase this run took
+            window = min(window, time.monotonic() - started)
         now = tree(out)
         kind = "previous" if now == prev_tree else ("new" if now == new_tree else "neither")
         outcomes[kind] += 1
