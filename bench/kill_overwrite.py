@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import random
 import shutil
 import signal
@@ -36,11 +37,50 @@ def _writing(out: Path, names: list[str]) -> bool:
     return scratch or sorted(p.name for p in out.iterdir()) != names if out.is_dir() else True
 
 
-def _start(scene: Scene, argv: list[str], out: Path) -> tuple[subprocess.Popen, float]:
+class _Forked:
+    """``rankcse ARGS`` in a forked child of this process (rankcse already imported: no seconds of imports per round)."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.pid, self.returncode = os.fork(), None
+        if self.pid == 0:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1), os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+            from rankcse.cli import main as cli_main
+
+            try:
+                os._exit(cli_main(argv[1:]))
+            except BaseException:
+                os._exit(1)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired("rankcse", timeout)
+            time.sleep(0.002)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+
+FORK = False  # --fork
+
+
+def _start(scene: Scene, argv: list[str], out: Path) -> tuple[subprocess.Popen | _Forked, float]:
     """Start ``argv``; return it once it writes (or ends), with the seconds that took."""
     names = sorted(p.name for p in out.iterdir())
     started = time.perf_counter()
-    proc = subprocess.Popen(scene.command(argv), env=scene.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if FORK:
+        proc = _Forked(argv)
+    else:
+        proc = subprocess.Popen(scene.command(argv), env=scene.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while proc.poll() is None and not _writing(out, names):
         time.sleep(0.002)
     return proc, time.perf_counter() - started
@@ -131,12 +171,18 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=20, help="kills per command")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill times")
     parser.add_argument("--tree", type=Path, default=ROOT, help="checkout whose rankcse runs the commands (default: this one)")
+    parser.add_argument("--only", choices=("train", "export"), default=None, help="one command only")
+    parser.add_argument("--fork", action="store_true", help="run each command in a forked child (fast where imports are slow)")
     args = parser.parse_args()
+    global FORK
+    FORK = args.fork
     root = Path(tempfile.mkdtemp(prefix="rankcse-kill-"))
     try:
         scene = Scene(root, args.tree.resolve())
         rng = random.Random(args.seed)
         for name, fn in (("train --overwrite", kill_train), ("export --overwrite", kill_export)):
+            if args.only and not name.startswith(args.only):
+                continue
             counts = fn(scene, args.kills, rng)
             print(
                 f"{name}: {args.kills} rounds ({counts['killed']} killed, {counts['finished first']} finished first): "
