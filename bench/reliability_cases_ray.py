@@ -170,9 +170,11 @@ def sigkill_campaign(scratch: Path, kills: int = 20, seed: int = 0, figures: boo
     exp = scratch / "sweep"
     if not exp.exists():
         write_sweep(exp, seeds=4)
-    prev, new, out = scratch / "prev", scratch / "new", scratch / "out"
+    # The three folders share one name: the report is titled by its folder's name.
+    prev, new, out = scratch / "prev" / "out", scratch / "new" / "out", scratch / "out"
     for folder in (prev, new):
         shutil.rmtree(folder, ignore_errors=True)
+        folder.parent.mkdir(parents=True, exist_ok=True)
     env = _py_env()
     for folder, extra in ((prev, ["--only", "seed=0,1"]), (new, [])):
         done = subprocess.run(aggregate_argv(exp, folder, *extra, figures=figures), env=env, capture_output=True, text=True)
