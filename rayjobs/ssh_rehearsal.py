@@ -427,12 +427,13 @@ def rehearse(workdir: Path, screenshot: Path | None) -> int:
         summary["trials_table"] = table
         if len(table) != 1 + N_TRIALS or not all(" completed " in f" {line} " for line in table[1:]):
             raise StepFailed(f"step exec: expected {N_TRIALS} completed trials in the head's table, got {table}")
-        down_dir = workdir / "results-down" / "smoke"
+        down_dir = workdir / "results-down"  # rsync copies the folder itself into it: results-down/smoke/*.parquet
+        down_dir.mkdir(parents=True, exist_ok=True)  # rsync creates no missing parents on the receiving side
         steps.run("rsync-down", steps.ray("rsync-down", cfg, "~/results/smoke", str(down_dir)), timeout=180, note=f"-> {down_dir}")
-        got = sorted(str(p.relative_to(down_dir.parent)) for p in down_dir.parent.rglob("*.parquet"))
+        got = sorted(str(p.relative_to(down_dir)) for p in down_dir.rglob("*.parquet"))
         if not any(p.endswith("trials.parquet") for p in got):
-            raise StepFailed(f"step rsync-down: no trials.parquet under {down_dir.parent} (got {got})")
-        summary["rsync_down"] = got  # rsync copies the folder itself into the target: results-down/smoke/smoke/*.parquet
+            raise StepFailed(f"step rsync-down: no trials.parquet under {down_dir} (got {got})")
+        summary["rsync_down"] = got
         print(f"    brought back: {', '.join(got)}")
         forward.terminate()
         forward.wait(10)
