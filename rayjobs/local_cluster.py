@@ -391,11 +391,15 @@ def down() -> list[int]:
     state can name an unrelated session, and a damaged one must not leave the cluster running.
     """
     tmpdir = ray_tmpdir()
+    state, _ = _load_state()
+    # The session of a head verified as this cluster's own (command line and RAY_TMPDIR): every process in it is the
+    # cluster's, also one whose environment does not carry the marks (read before the head is stopped).
+    sid = state["sid"] if state else None
     seen: set[int] = set()
     for sig, wait in ((signal.SIGTERM, GRACE_SECONDS), (signal.SIGKILL, 10.0)):
         deadline = time.monotonic() + wait
         while True:
-            pids = cluster_pids(tmpdir)
+            pids = sorted((set(cluster_pids(tmpdir)) | set(session_pids(sid) if sid else ())) - {os.getpid()})
             if not pids:
                 (state_dir() / STATE_FILE).unlink(missing_ok=True)
                 return sorted(seen)
