@@ -29,7 +29,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -360,28 +360,33 @@ class AlreadyUp(Exception):
         self.state = state
 
 
-def _stop_session(sid: int, grace: float = GRACE_SECONDS) -> list[int]:
-    """SIGTERM every process of the session, SIGKILL what is left after ``grace`` seconds; return the PIDs seen."""
+def _stop(find: Callable[[], list[int]], grace: float = GRACE_SECONDS) -> list[int]:
+    """SIGTERM every process ``find`` returns, SIGKILL what is left after ``grace`` seconds; return the PIDs seen.
+
+    ``find`` is asked again each round: a raylet may start a worker while the others stop.
+    """
     seen: set[int] = set()
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
         deadline = time.monotonic() + wait
         while True:
-            pids = session_pids(sid)
+            pids = find()
             if not pids:
                 return sorted(seen)
             seen.update(pids)
             if time.monotonic() > deadline:
                 break
-            for pid in pids:  # repeated: a raylet may start a worker while the others stop
+            for pid in pids:
                 try:
                     os.kill(pid, sig)
                 except ProcessLookupError:
                     pass
             time.sleep(0.2)
-    left = session_pids(sid)
-    if left:
-        raise ConfigError(f"could not stop processes {left} of the local cluster")
-    return sorted(seen)
+    raise ConfigError(f"could not stop processes {find()} of the local cluster")
+
+
+def _stop_session(sid: int, grace: float = GRACE_SECONDS) -> list[int]:
+    """Stop every process of session ``sid`` (a head that failed to start)."""
+    return _stop(lambda: session_pids(sid), grace)
 
 
 def down() -> list[int]:
@@ -395,24 +400,9 @@ def down() -> list[int]:
     # The session of a head verified as this cluster's own (command line and RAY_TMPDIR): every process in it is the
     # cluster's, also one whose environment does not carry the marks (read before the head is stopped).
     sid = state["sid"] if state else None
-    seen: set[int] = set()
-    for sig, wait in ((signal.SIGTERM, GRACE_SECONDS), (signal.SIGKILL, 10.0)):
-        deadline = time.monotonic() + wait
-        while True:
-            pids = sorted((set(cluster_pids(tmpdir)) | set(session_pids(sid) if sid else ())) - {os.getpid()})
-            if not pids:
-                (state_dir() / STATE_FILE).unlink(missing_ok=True)
-                return sorted(seen)
-            seen.update(pids)
-            if time.monotonic() > deadline:
-                break
-            for pid in pids:  # repeated: a raylet may start a worker while the others stop
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.2)
-    raise ConfigError(f"could not stop processes {cluster_pids(tmpdir)} of the local cluster")
+    stopped = _stop(lambda: sorted((set(cluster_pids(tmpdir)) | set(session_pids(sid) if sid else ())) - {os.getpid()}))
+    (state_dir() / STATE_FILE).unlink(missing_ok=True)
+    return stopped
 
 
 def worker_nodes(state: dict[str, Any]) -> dict[str, list[int]]:
