@@ -1,0 +1,55 @@
+"""Names that training, evaluation and analysis share, each defined once.
+
+Imports nothing heavy (no torch, no Ray): the analysis side reads it too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric's column name, readable name and direction (as sentence-transformers' evaluators carry
+    ``primary_metric`` and ``greater_is_better``)."""
+
+    name: str
+    display: str
+    greater_is_better: bool = True
+
+    @property
+    def best(self) -> str:
+        """The column holding the best value over a run, e.g. ``best_stsb_dev``."""
+        return f"best_{self.name}"
+
+    def better(self, new: float, old: float) -> bool:
+        """Whether ``new`` improves on ``old`` in this metric's direction."""
+        return new > old if self.greater_is_better else new < old
+
+
+#: The metric that selects the best checkpoint and the best step (SimCSE's choice): STS-B dev Spearman.
+PRIMARY = MetricSpec("stsb_dev", "STS-B dev", greater_is_better=True)
+
+#: Final test tasks, SimCSE's seven STS columns, in table order.
+STS_TASKS: tuple[str, ...] = ("sts12", "sts13", "sts14", "sts15", "sts16", "stsb", "sickr")
+#: SentEval's name of each STS task (the header of SimCSE's results table).
+SENTEVAL_NAMES: dict[str, str] = {
+    "sts12": "STS12",
+    "sts13": "STS13",
+    "sts14": "STS14",
+    "sts15": "STS15",
+    "sts16": "STS16",
+    "stsb": "STSBenchmark",
+    "sickr": "SICKRelatedness",
+}
+#: Short names of the test scores in reports.
+DISPLAY_NAMES: dict[str, str] = {
+    "sts12": "STS12",
+    "sts13": "STS13",
+    "sts14": "STS14",
+    "sts15": "STS15",
+    "sts16": "STS16",
+    "stsb": "STS-B test",
+    "sickr": "SICK-R test",
+    "avg": "STS test average (7 sets)",
+}
