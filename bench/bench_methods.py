@@ -78,7 +78,7 @@ def bench_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     from rankcse.build import build_method
     from rankcse.config import TrainConfig
     from rankcse.corpus import batch_rng, iterate_batches, load_corpus
-    from rankcse.train import pick_device
+    from rankcse.runtime import pick_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from rankcse.errors import DataError, ModelLoadError
 from rankcse.io import write_json_atomic
+from rankcse.names import PRIMARY
 
 FORMAT_VERSION = 1
 META_FILE = "rankcse.json"
@@ -65,9 +66,21 @@ def find_complete(path: Path) -> Path | None:
     return None
 
 
+def run_meta(method: Any, train_config: dict[str, Any], step: int, best: float | None) -> dict[str, Any]:
+    """What a best checkpoint records of its run (``rankcse.json``): method, representation, settings, step and its score."""
+    return {
+        "method": train_config["method"],
+        "eval_representation": method.eval_representation,
+        "representation": method.representation_spec(),
+        "train_config": train_config,
+        "step": step,
+        PRIMARY.name: best,
+    }
+
+
 def save_model(method: torch.nn.Module, folder: Path, meta: dict[str, Any], provenance: dict[str, Any]) -> None:
     """Save the backbone (Hugging Face format), tokenizer, evaluation modules and metadata into ``folder``."""
-    from rankcse.encoder import quiet_transformers
+    from rankcse.hf_compat import quiet_transformers
 
     encoder = method.encoder
     with quiet_transformers():
@@ -93,6 +106,16 @@ def write_sentence_transformers_files(method: torch.nn.Module, folder: Path, met
     except ValueError as exc:
         log.warning("%s: not written as a sentence-transformers model (%s)", folder, exc)
     model_card.write(folder, meta, custom_module=needs_custom_module(folder))
+
+
+def add_final_scores(folder: Path, final: dict[str, Any]) -> None:
+    """Rewrite the model card of checkpoint ``folder`` with the run's final scores (a folder without ``rankcse.json`` is left)."""
+    from rankcse import model_card
+    from rankcse.st_export import needs_custom_module
+
+    meta = read_meta(folder)
+    if meta is not None:
+        model_card.write(folder, meta, final, custom_module=needs_custom_module(folder))
 
 
 def read_meta(folder: Path) -> dict[str, Any] | None:

@@ -17,37 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from rankcse import cli_probe, export
-from rankcse.config import STS_TASKS, TrainConfig, parse_override
+from rankcse.config import TrainConfig, parse_override, train_flags
 from rankcse.errors import ConfigError, RankCSEError
-
-# flag -> TrainConfig field, for `rankcse train`
-TRAIN_FLAGS: dict[str, tuple[str, type, str]] = {
-    "--method": ("method", str, "contrastive method: simcse, esimcse, mixcse, infocse or promptbert"),
-    "--model": ("model", str, "Hugging Face model name or folder; 'default' = packaged all-MiniLM-L6-v2"),
-    "--pooler": ("pooler", str, "cls (MLP head while training) | cls_before_pooler | mean"),
-    "--max-steps": ("max_steps", int, "stop after this many optimisation steps (default: whole epochs)"),
-    "--epochs": ("epochs", int, "epochs over the corpus (default: the method's recipe)"),
-    "--eval-every": ("eval_every", int, "evaluate on STS-B dev every K steps (and at step 0 and the end)"),
-    "--seed": ("seed", int, "seed of data order, dropout and head initialisation"),
-    "--rr-coef": ("rr_coef", float, "rank-reduction coefficient; 0 = off"),
-    "--rr-kind": ("rr_kind", str, "RR entropy: vne (eigenvalues, default) | sv (singular values)"),
-    "--rr-on": ("rr_on", str, "RR representation: z1_post_mlp | z1_pre_mlp | both_views"),
-    "--rr-schedule": ("rr_schedule", str, "always | from_step:N | warmup:N | after_peak"),
-    "--batch-size": ("batch_size", int, "sentences per batch (default: the method's recipe)"),
-    "--learning-rate": ("learning_rate", float, "peak learning rate (default: the method's recipe)"),
-    "--max-len": ("max_len", int, "maximum tokens per training sentence"),
-    "--temperature": ("temperature", float, "InfoNCE temperature"),
-    "--train-file": ("train_file", str, "plain-text corpus, one sentence a line (default: packaged corpus)"),
-    "--train-dataset": ("train_dataset", str, "Hugging Face dataset 'name[:config][@split][#column]'"),
-    "--max-train-sentences": ("max_train_sentences", int, "use only the first N corpus sentences"),
-    "--data-dir": ("data_dir", str, "SentEval data folder (default: packaged copy)"),
-    "--probe-size": ("probe_size", int, "sentences of STS-B dev in the per-step probe set (default: all 3,000)"),
-    "--eval-batch-size": ("eval_batch_size", int, "sentences per batch when embedding for evaluation"),
-    "--device": ("device", str, "auto | cpu | cuda | cuda:N"),
-    "--precision": ("precision", str, "auto | fp32 | bf16 | fp16 (autocast on CUDA)"),
-    "--num-threads": ("num_threads", int, "torch CPU threads"),
-    "--log-every": ("log_every", int, "progress line every N steps"),
-}
+from rankcse.names import SENTEVAL_NAMES, STS_TASKS
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -56,15 +28,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="train one run",
         description="Train one run; writes metrics.jsonl, final.json and the best checkpoint to --output-dir.",
     )
-    for flag, (dest, typ, help_text) in TRAIN_FLAGS.items():
-        p.add_argument(flag, dest=dest, type=typ, default=None, help=help_text)
-    p.add_argument(
-        "--final-tasks",
-        nargs="*",
-        default=None,
-        metavar="TASK",
-        help=f"test tasks after training (default: all of {' '.join(STS_TASKS)}; none to skip)",
-    )
+    for flag in train_flags():  # one flag per TrainConfig field declared with config.flag(), in field order
+        if flag.is_list:
+            p.add_argument(flag.name, dest=flag.dest, nargs="*", default=None, metavar=flag.metavar, help=flag.help)
+        else:
+            p.add_argument(flag.name, dest=flag.dest, type=flag.type, default=None, metavar=flag.metavar, help=flag.help)
     p.add_argument("--config", type=Path, help="YAML file of settings (flags override it)")
     p.add_argument(
         "--set",
@@ -78,7 +46,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --output-dir")
     p.add_argument("--quiet", action="store_true", help="only warnings and the final summary")
-    cli_probe.add_train_probing_flags(p)
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
@@ -132,10 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Settings from --config, then flags, then --set overrides."""
     cfg = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
-    overrides: dict[str, Any] = {dest: getattr(args, dest) for _, (dest, _, _) in TRAIN_FLAGS.items() if getattr(args, dest) is not None}
-    if args.final_tasks is not None:
-        overrides["final_tasks"] = [t for t in args.final_tasks if t != "none"]
-    overrides.update(cli_probe.probing_overrides(args))
+    overrides: dict[str, Any] = {}
+    for flag in train_flags():
+        value = getattr(args, flag.dest)
+        if value is not None:  # a list flag drops "none" (``--final-tasks none``: no tasks)
+            overrides[flag.dest] = [v for v in value if v != "none"] if flag.is_list else value
     for text in args.overrides:
         key, value = parse_override(text)
         overrides[key] = value
@@ -172,16 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def format_table(scores: dict[str, float], avg: float) -> str:
     """SimCSE-style table of scores ×100."""
-    names = {
-        "sts12": "STS12",
-        "sts13": "STS13",
-        "sts14": "STS14",
-        "sts15": "STS15",
-        "sts16": "STS16",
-        "stsb": "STSBenchmark",
-        "sickr": "SICKRelatedness",
-    }
-    header = [names.get(k, k) for k in scores] + ["Avg."]
+    header = [SENTEVAL_NAMES.get(k, k) for k in scores] + ["Avg."]
     row = [f"{100 * v:.2f}" for v in scores.values()] + [f"{100 * avg:.2f}"]
     widths = [max(len(h), len(r)) for h, r in zip(header, row)]
     line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
@@ -193,7 +152,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """``rankcse eval``."""
     from rankcse.build import load_for_eval
     from rankcse.evaluation.sts import evaluate_sts
-    from rankcse.train import pick_device
+    from rankcse.runtime import pick_device
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")

@@ -1,6 +1,7 @@
-"""Command line for probing and transfer tasks: ``rankcse probe``, ``rankcse transfer`` and the train flags.
+"""Command line for probing and transfer tasks: ``rankcse probe`` and ``rankcse transfer``.
 
-Kept apart from :mod:`rankcse.cli`, which only registers these subcommands and flags.
+Kept apart from :mod:`rankcse.cli`, which only registers these subcommands (``rankcse train``'s probing flags come from
+:class:`rankcse.config.TrainConfig`, as all its setting flags do).
 """
 
 from __future__ import annotations
@@ -8,51 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 from rankcse.errors import ConfigError, RankCSEError
-
-
-def add_train_probing_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``rankcse train`` that switch on probing and the transfer tasks."""
-    parser.add_argument(
-        "--probing-tasks",
-        nargs="*",
-        default=None,
-        metavar="TASK",
-        help="probe these tasks during training ('generated' = the surrogates, 'senteval' = SentEval's ten; none = off)",
-    )
-    parser.add_argument(
-        "--probing-every-evals",
-        type=int,
-        default=None,
-        metavar="N",
-        help="probe every N evaluations and at the last step (default 4; 0 = final checkpoint only)",
-    )
-    parser.add_argument(
-        "--probing-data-dir", default=None, help="folder holding SentEval's probing/ files (needed for SentEval's probing tasks)"
-    )
-    parser.add_argument(
-        "--transfer-tasks",
-        nargs="*",
-        default=None,
-        metavar="TASK",
-        help="SentEval transfer tasks scored on the best checkpoint (mr cr subj mpqa sst2 trec mrpc)",
-    )
-
-
-def probing_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """Config overrides from the probing flags that were given."""
-    out: dict[str, Any] = {}
-    if args.probing_tasks is not None:
-        out["probing_tasks"] = [t for t in args.probing_tasks if t != "none"]
-    if args.probing_every_evals is not None:
-        out["probing_every_evals"] = args.probing_every_evals
-    if args.probing_data_dir is not None:
-        out["probing_data_dir"] = args.probing_data_dir
-    if args.transfer_tasks is not None:
-        out["transfer_tasks"] = [t for t in args.transfer_tasks if t != "none"]
-    return out
 
 
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
@@ -111,7 +69,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def _embedder(args: argparse.Namespace):
     from rankcse.build import load_for_eval
-    from rankcse.train import pick_device
+    from rankcse.runtime import pick_device
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")

@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from rankcse.errors import TrainingCollapsed
+
 PROBE_RANK = "probe/erank_vne"
 PROBE_RANK_FLOOR = 1.5
 MIN_START_RANK = 3.0
@@ -34,6 +36,16 @@ def collapse_reason(record: dict[str, Any], start_rank: float | None, batch_size
     if _number(loss) and _number(batch_rank) and loss >= LOSS_PINNED * chance and batch_rank < BATCH_RANK_FLOOR and rank <= start_rank / 2:
         return f"contrastive loss {loss:.3f} pinned at ln(batch {batch_size}) = {chance:.3f}, batch rank {batch_rank:.2f}"
     return None
+
+
+def collapse_error(step: int, reason: str, best_step: int | None, learning_rate: float) -> TrainingCollapsed:
+    """The one-line error that stops a collapsed run: where, why, what was kept, and the fix."""
+    kept = f"best/ keeps step {best_step}" if best_step is not None else "no model was kept"
+    message = (
+        f"representation collapsed at step {step} ({reason}); training stopped, {kept}; "
+        f"final.json records the collapse; lower --learning-rate (now {learning_rate:g})"
+    )
+    return TrainingCollapsed(step, message, reason)
 
 
 def _number(x: Any) -> bool:

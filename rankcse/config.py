@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
 import re
 import types
@@ -20,14 +19,11 @@ from typing import Any
 
 import yaml
 
-from rankcse.encoder import POOLERS
 from rankcse.errors import ConfigError
-from rankcse.rank import NORMALIZATIONS
-from rankcse.rr import RR_KINDS, RR_TARGETS, RRSchedule
+from rankcse.names import NORMALIZATIONS, POOLERS, RR_KINDS, RR_TARGETS, STS_TASKS
+from rankcse.rr_schedule import RRSchedule
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-#: Final test tasks, SimCSE's seven STS columns.
-STS_TASKS = ("sts12", "sts13", "sts14", "sts15", "sts16", "stsb", "sickr")
 #: Largest seed: NumPy's legacy generator takes 0 .. 2**32 - 1 (torch takes more).
 MAX_SEED = 2**32 - 1
 PROBE_METRICS = ("erank_vne", "erank_sv", "energy_rank_99", "energy_rank_95", "energy_rank_90", "stable_rank")
@@ -36,59 +32,76 @@ PROBE_METRICS = ("erank_vne", "erank_sv", "energy_rank_99", "energy_rank_95", "e
 DEFAULT_PHASE_METRIC = "energy_rank_99"
 
 
+def flag(default: Any, help: str, metavar: str | None = None) -> Any:
+    """A setting that ``rankcse train`` also takes as a flag (``--name-with-dashes``): its default and the flag's help.
+
+    The flag's type comes from the field's type (a list: names, ``none`` for an empty list); see :func:`train_flags`.
+    """
+    metadata = {"help": help, "metavar": metavar}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class TrainConfig:
     """Every setting of one training run (one Tune trial)."""
 
     # what to train
-    method: str = "simcse"
+    method: str = flag("simcse", "contrastive method: simcse, esimcse, mixcse, infocse or promptbert")
     method_args: dict[str, Any] = field(default_factory=dict)
-    model: str = "default"  # Hugging Face name or folder; "default" = packaged all-MiniLM-L6-v2
-    pooler: str = "cls"  # cls (MLP head while training) | cls_before_pooler | mean
+    model: str = flag("default", "Hugging Face model name or folder; 'default' = packaged all-MiniLM-L6-v2")
+    pooler: str = flag("cls", "cls (MLP head while training) | cls_before_pooler | mean")
     mlp_only_train: bool = True
-    temperature: float = 0.05
-    max_len: int = 32
+    temperature: float = flag(0.05, "InfoNCE temperature")
+    max_len: int = flag(32, "maximum tokens per training sentence")
     # data
-    train_file: str | None = None  # plain text, one sentence a line; default: packaged corpus
-    train_dataset: str | None = None  # Hugging Face datasets name, "name[:config][@split][#column]"
-    max_train_sentences: int | None = None
-    data_dir: str | None = None  # SentEval layout; default: packaged copy
+    train_file: str | None = flag(None, "plain-text corpus, one sentence a line (default: packaged corpus)")
+    train_dataset: str | None = flag(None, "Hugging Face dataset 'name[:config][@split][#column]'")
+    max_train_sentences: int | None = flag(None, "use only the first N corpus sentences")
+    data_dir: str | None = flag(None, "SentEval data folder (default: packaged copy)")
     # optimisation (None: the method's official recipe)
-    batch_size: int | None = None
-    learning_rate: float | None = None
-    epochs: int | None = None
-    max_steps: int | None = None
+    batch_size: int | None = flag(None, "sentences per batch (default: the method's recipe)")
+    learning_rate: float | None = flag(None, "peak learning rate (default: the method's recipe)")
+    epochs: int | None = flag(None, "epochs over the corpus (default: the method's recipe)")
+    max_steps: int | None = flag(None, "stop after this many optimisation steps (default: whole epochs)")
     weight_decay: float = 0.0
     warmup_steps: int = 0
     grad_clip: float | None = None
-    seed: int = 0
+    seed: int = flag(0, "seed of data order, dropout and head initialisation")
     # evaluation
-    eval_every: int = 125
-    eval_batch_size: int = 128
-    probe_size: int | None = None  # sentences of STS-B dev in the probe set; None = all 3,000
+    eval_every: int = flag(125, "evaluate on STS-B dev every K steps (and at step 0 and the end)")
+    eval_batch_size: int = flag(128, "sentences per batch when embedding for evaluation")
+    probe_size: int | None = flag(None, "sentences of STS-B dev in the per-step probe set (default: all 3,000)")
     rank_normalize: str = "l2"
     phase_metric: str = DEFAULT_PHASE_METRIC
-    final_tasks: list[str] = field(default_factory=lambda: list(STS_TASKS))
+    final_tasks: list[str] = flag(
+        list(STS_TASKS), f"test tasks after training (default: all of {' '.join(STS_TASKS)}; none to skip)", metavar="TASK"
+    )
     # rank reduction
-    rr_coef: float = 0.0
-    rr_kind: str = "vne"
-    rr_on: str = "z1_post_mlp"
-    rr_schedule: str = "always"
+    rr_coef: float = flag(0.0, "rank-reduction coefficient; 0 = off")
+    rr_kind: str = flag("vne", "RR entropy: vne (eigenvalues, default) | sv (singular values)")
+    rr_on: str = flag("z1_post_mlp", "RR representation: z1_post_mlp | z1_pre_mlp | both_views")
+    rr_schedule: str = flag("always", "always | from_step:N | warmup:N | after_peak")
     peak_patience: int = 3  # after_peak detector: evaluations below the level that declare a fall
     peak_drop: float = 0.02  # ... or one evaluation this fraction below it
     peak_plateau: int = 2  # ... or this many evaluations without a rise (0 = wait for a fall)
     peak_tolerance: float = 0.01  # a rise must exceed this fraction of the level (and 1 for an integer rank)
     # linguistic probing and transfer tasks (rankcse/evaluation/probing.py, transfer.py)
-    probing_tasks: list[str] = field(default_factory=list)  # e.g. [generated] (surrogates) or [senteval]; empty = off
-    probing_every_evals: int = 4  # fast probe every N evaluations and at the last step; 0 = only the final checkpoint
-    probing_data_dir: str | None = None  # folder holding SentEval's probing/ files (for SentEval's tasks)
+    probing_tasks: list[str] = flag(
+        [], "probe these tasks during training ('generated' = the surrogates, 'senteval' = SentEval's ten; none = off)", metavar="TASK"
+    )
+    probing_every_evals: int = flag(4, "probe every N evaluations and at the last step (default 4; 0 = final checkpoint only)", metavar="N")
+    probing_data_dir: str | None = flag(None, "folder holding SentEval's probing/ files (needed for SentEval's probing tasks)")
     probing_corpus: str | None = None  # raw sentences for the generated tasks; default: packaged corpus
-    transfer_tasks: list[str] = field(default_factory=list)  # final SentEval transfer tasks: mr cr subj mpqa sst2 trec mrpc
+    transfer_tasks: list[str] = flag(
+        [], "SentEval transfer tasks scored on the best checkpoint (mr cr subj mpqa sst2 trec mrpc)", metavar="TASK"
+    )
     # runtime
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto: bf16 (or fp16) autocast on CUDA, fp32 on CPU
-    num_threads: int | None = None
-    log_every: int = 10
+    device: str = flag("auto", "auto | cpu | cuda | cuda:N")
+    precision: str = flag("auto", "auto | fp32 | bf16 | fp16 (autocast on CUDA)")
+    num_threads: int | None = flag(None, "torch CPU threads")
+    log_every: int = flag(10, "progress line every N steps")
     checkpoint_every_evals: int = 1  # write the resume checkpoint every N evaluations; 0 = never
     save_best: bool = True
 
@@ -289,6 +302,29 @@ def _numbers(value: Any) -> Any:
     return value
 
 
-def dumps(cfg: TrainConfig) -> str:
-    """Stable JSON text of a config."""
-    return json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
+@dataclass(frozen=True)
+class Flag:
+    """A command-line flag of ``rankcse train`` for one :class:`TrainConfig` field."""
+
+    name: str  #: ``--max-steps``
+    dest: str  #: ``max_steps``
+    type: type  #: what argparse converts the value to (``str`` for a list's items)
+    help: str
+    is_list: bool  #: takes any number of values; ``none`` among them is dropped
+    metavar: str | None
+
+
+def train_flags() -> list[Flag]:
+    """The flags of ``rankcse train`` that set a :class:`TrainConfig` field, in field order (fields declared with :func:`flag`)."""
+    hints = typing.get_type_hints(TrainConfig)
+    out = []
+    for f in fields(TrainConfig):
+        if "help" not in f.metadata:
+            continue
+        hint = hints[f.name]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        is_list = typing.get_origin(hint) is list
+        typ = typing.get_args(hint)[0] if is_list else hint
+        out.append(Flag("--" + f.name.replace("_", "-"), f.name, typ, f.metadata["help"], is_list, f.metadata["metavar"]))
+    return out

@@ -11,17 +11,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from torch import nn
 
+from rankcse.batching import by_length, pad_ids
 from rankcse.errors import ModelLoadError
+from rankcse.hf_compat import quiet_transformers
+from rankcse.names import POOLERS
 from rankcse.paths import resolve_model
 
-POOLERS = ("cls", "cls_before_pooler", "mean")
 log = logging.getLogger(__name__)
 
 
@@ -43,20 +45,14 @@ def _looks_like_path(name: str) -> bool:
 
 
 @contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence the "some weights were not used" chatter of ``from_pretrained`` (e.g. BERT's unused pooler)."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Put ``module`` in eval mode (no dropout) for the block, then back in the mode it was in."""
+    was_training = module.training
+    module.eval()
     try:
         yield
     finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
+        module.train(was_training)
 
 
 def unreadable_weights(path: Path, exc: BaseException) -> ModelLoadError:
@@ -189,30 +185,29 @@ class Encoder(nn.Module):
     ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
         """Tokenize once, then yield ``(indices, padded batch)`` in order of length to keep padding small."""
         ids = self.tokenizer(list(sentences), truncation=True, max_length=max_length or self.eval_max_length)["input_ids"]
-        pad_id = self.tokenizer.pad_token_id or 0
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            width = max(len(ids[i]) for i in idx)
-            input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                input_ids[row, : len(ids[i])] = torch.tensor(ids[i], dtype=torch.long)
-                attention_mask[row, : len(ids[i])] = 1
-            yield idx, {"input_ids": input_ids, "attention_mask": attention_mask}
+        for idx in by_length(ids, batch_size):
+            yield idx, pad_ids([ids[i] for i in idx], self.tokenizer)
+
+    def embed_batches(
+        self,
+        batches: Iterable[tuple[list[int], dict[str, torch.Tensor]]],
+        count: int,
+        represent: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    ) -> torch.Tensor:
+        """Embeddings (count, d), float32 on CPU: ``represent`` of each ``(indices, batch)`` (moved to the device, under
+        autocast) written at its indices; the caller picks eval mode (:func:`eval_mode`)."""
+        out = torch.empty(count, self.hidden_size, dtype=torch.float32)
+        for idx, batch in batches:
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            with self.autocast():
+                vec = represent(batch)
+            out[idx] = vec.float().cpu()
+        return out
 
     @torch.inference_mode()
     def embed(self, sentences: Sequence[str], batch_size: int = 128, pooler: str | None = None) -> torch.Tensor:
         """Evaluation embeddings (N, d), float32 on CPU, in the order of ``sentences``; runs in eval mode."""
-        was_training = self.training
-        self.eval()
-        out = torch.empty(len(sentences), self.hidden_size, dtype=torch.float32)
-        try:
-            for idx, batch in self.length_sorted_batches(sentences, batch_size):
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                with self.autocast():
-                    vec = self.represent(batch, pooler)
-                out[idx] = vec.float().cpu()
-        finally:
-            self.train(was_training)
-        return out
+        with eval_mode(self):
+            return self.embed_batches(
+                self.length_sorted_batches(sentences, batch_size), len(sentences), lambda b: self.represent(b, pooler)
+            )

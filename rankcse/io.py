@@ -1,4 +1,4 @@
-"""File I/O shared by the core and the sweeps: atomic writes, JSONL reading, and the run folder's file names.
+"""File I/O shared by the core and the sweeps: atomic writes, JSONL writing and reading, and the run folder's file names.
 
 Every file a run or a sweep writes goes through :func:`atomic_path` (a temporary name in the same folder,
 then one ``os.replace``), so a crash leaves either the old file or the new one, never half of one.
@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 #: Files of a run folder (``rankcse train --output-dir``, or ``<trial>/run`` in a sweep).
 METRICS_FILE = "metrics.jsonl"
@@ -123,3 +124,22 @@ def read_jsonl(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], str 
         return records, None
     where = "its last line is cut off" if bad == [max(bad)] and cut_end else f"{len(bad)} line(s) do not parse (first: line {bad[0]})"
     return records, where
+
+
+def append_jsonl(handle: IO[str], record: dict[str, Any]) -> None:
+    """Write ``record`` as one strict-JSON line (NumPy scalars as numbers) and flush, so a crash loses at most this line."""
+    handle.write(json.dumps(record, allow_nan=False, default=_json_default) + "\n")
+    handle.flush()
+
+
+def _json_default(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def finite_or_none(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with non-finite floats replaced by None, so it is strict JSON."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}

@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from rankcse import __version__
+from rankcse.names import PRIMARY, STS_TASKS
 
 CARD_FILE = "README.md"
-SCORE_KEYS = ("sts12", "sts13", "sts14", "sts15", "sts16", "stsb", "sickr", "avg")
+#: The final scores a card shows: the STS tasks and their average.
+SCORE_KEYS = (*STS_TASKS, "avg")
 
 
 def _fmt(value: Any) -> str:
@@ -38,7 +40,7 @@ def render(meta: dict[str, Any], final: dict[str, Any] | None = None, custom_mod
         ("steps", f"best checkpoint at step {meta.get('step')} of {final.get('steps') if final else cfg.get('max_steps') or '?'}"),
         ("batch size / learning rate / temperature", f"{cfg.get('batch_size')} / {cfg.get('learning_rate')} / {cfg.get('temperature')}"),
         ("max length (training / encoding)", f"{cfg.get('max_len')} / model limit"),
-        ("STS-B dev (Spearman x 100) at this checkpoint", _fmt(meta.get("stsb_dev"))),
+        ("STS-B dev (Spearman x 100) at this checkpoint", _fmt(meta.get(PRIMARY.name))),
         ("rankcse version", __version__),
     ]
     lines = [

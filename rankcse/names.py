@@ -5,6 +5,7 @@ Imports nothing heavy (no torch, no Ray): the analysis side reads it too.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -25,6 +26,11 @@ class MetricSpec:
     def better(self, new: float, old: float) -> bool:
         """Whether ``new`` improves on ``old`` in this metric's direction."""
         return new > old if self.greater_is_better else new < old
+
+    @property
+    def worst(self) -> float:
+        """The value every real one improves on (the best value before the first evaluation)."""
+        return -math.inf if self.greater_is_better else math.inf
 
 
 #: The metric that selects the best checkpoint and the best step (SimCSE's choice): STS-B dev Spearman.
@@ -53,3 +59,13 @@ DISPLAY_NAMES: dict[str, str] = {
     "sickr": "SICK-R test",
     "avg": "STS test average (7 sets)",
 }
+
+# -- settings' allowed values (TrainConfig validates against these; the modules that implement them import them) --
+#: Poolers (SimCSE's names): ``cls`` = [CLS] + MLP head while training, ``cls_before_pooler`` = [CLS], ``mean`` = masked mean.
+POOLERS: tuple[str, ...] = ("cls", "cls_before_pooler", "mean")
+#: Matrix preparations before a rank metric: rows L2-normalised, raw, column-centred.
+NORMALIZATIONS: tuple[str, ...] = ("l2", "raw", "centered")
+#: RR entropies: von Neumann (eigenvalues) and singular-value.
+RR_KINDS: tuple[str, ...] = ("vne", "sv")
+#: Which training representation the RR penalty sees.
+RR_TARGETS: tuple[str, ...] = ("z1_post_mlp", "z1_pre_mlp", "both_views")

@@ -27,7 +27,8 @@ PACKAGES = (
 )
 
 
-def _version(name: str) -> str | None:
+def package_version(name: str) -> str | None:
+    """The installed version of distribution ``name``, or None when it is not installed."""
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
@@ -61,7 +62,7 @@ def collect(**extra: Any) -> dict[str, Any]:
     record: dict[str, Any] = {
         "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "git": git_revision(),
-        "packages": {name: _version(name) for name in PACKAGES},
+        "packages": {name: package_version(name) for name in PACKAGES},
         "python": platform.python_version(),
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
@@ -72,3 +73,10 @@ def collect(**extra: Any) -> dict[str, Any]:
     }
     record.update(extra)
     return record
+
+
+def of_run(seed: int, model: str, corpus: Any, device: str, amp: str | None) -> dict[str, Any]:
+    """The provenance record of a training run: :func:`collect` plus the seed, model, device, autocast and the corpus
+    (``corpus``: a :class:`rankcse.corpus.Corpus`, recorded by source, hash and counts)."""
+    counts = {"sentences": len(corpus), "skipped_undecodable": corpus.skipped_undecodable, "skipped_blank": corpus.skipped_blank}
+    return collect(seed=seed, model=model, corpus={"source": corpus.source, "sha256": corpus.sha256, **counts}, device=device, amp=amp)

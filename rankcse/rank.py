@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-#: Matrix preparations accepted by :func:`prepare`.
-NORMALIZATIONS = ("l2", "raw", "centered")
+from rankcse.names import NORMALIZATIONS
+
 #: Energy fractions reported for the energy (analysis) rank.
 ENERGY_TAUS = (0.90, 0.95, 0.99)
 

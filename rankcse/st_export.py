@@ -17,7 +17,6 @@ sentence-transformers version reads.
 from __future__ import annotations
 
 import json
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -25,24 +24,17 @@ import torch
 from safetensors.torch import save_file
 
 from rankcse.encoder import MLPHead
+from rankcse.provenance import package_version
 
 TRANSFORMER_CLASS = "sentence_transformers.base.modules.transformer.Transformer"
 POOLING_CLASS = "sentence_transformers.sentence_transformer.modules.pooling.Pooling"
 DENSE_CLASS = "sentence_transformers.base.modules.dense.Dense"
 PROMPT_CLASS = "rankcse.st_modules.PromptMask"
-ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json", "1_Pooling", "2_Dense")
 
 
 def _write_json(path: Path, data: dict[str, Any] | list[Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def _pooling_config(dim: int, mode: str) -> dict[str, Any]:
@@ -123,7 +115,11 @@ def write_sentence_transformers(method: torch.nn.Module, folder: Path) -> list[d
     _write_json(
         folder / "config_sentence_transformers.json",
         {
-            "__version__": {"rankcse": _version("rankcse"), "transformers": _version("transformers"), "pytorch": torch.__version__},
+            "__version__": {
+                "rankcse": package_version("rankcse"),
+                "transformers": package_version("transformers"),
+                "pytorch": torch.__version__,
+            },
             "prompts": {},
             "default_prompt_name": None,
             "similarity_fn_name": "cosine",

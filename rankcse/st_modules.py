@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from sentence_transformers.base.modules.transformer import Transformer
 
-from rankcse.methods.common import pad_ids
+from rankcse.batching import pad_ids
 from rankcse.methods.promptbert import add_period
 
 PROMPT_KEYS = ["template_prefix", "template_suffix", "mask_in_prefix", "mask_in_suffix", "add_period", "denoise"]

@@ -17,10 +17,8 @@ from rankcse import metrics
 from rankcse.errors import ConfigError
 from rankcse.evaluation.sts import TASKS, resolve_data_dir
 from rankcse.geometry import alignment, uniformity
+from rankcse.names import PRIMARY
 from rankcse.rank import rank_metrics
-
-#: Metric that selects the best checkpoint (higher is better).
-PRIMARY_METRIC = "stsb_dev"
 
 
 class StepEvaluator:
@@ -70,6 +68,6 @@ class StepEvaluator:
         out["alignment"] = alignment(e1[self.positive], e2[self.positive]) if self.positive.any() else float("nan")
         out["uniformity"] = uniformity(unique)
         cos = metrics.cosine_pairs(e1.numpy(), e2.numpy())
-        out["stsb_dev"] = metrics.spearman(cos, self.gold)
+        out[PRIMARY.name] = metrics.spearman(cos, self.gold)  # selects the best checkpoint
         out["stsb_dev_pearson"] = metrics.pearson(cos, self.gold)
         return out

@@ -16,6 +16,7 @@ import numpy as np
 
 from rankcse import metrics
 from rankcse.errors import DataError
+from rankcse.names import SENTEVAL_NAMES, STS_TASKS
 from rankcse.paths import DEFAULT_DATA_DIR
 
 Embed = Callable[[Sequence[str]], np.ndarray]
@@ -90,11 +91,15 @@ class STSTask:
     """
 
     key: str
-    senteval_name: str
     folder: str
     kind: str
     parts: tuple[str, ...]
     version: str = "v1"
+
+    @property
+    def senteval_name(self) -> str:
+        """SentEval's name of the task (``STSBenchmark``), from :data:`rankcse.names.SENTEVAL_NAMES`."""
+        return SENTEVAL_NAMES[self.key]
 
     def read(self, data_dir: Path, split: str | None = None) -> list[PairSet]:
         """Read the subsets (years) or the one split (``train``/``dev``/``test``)."""
@@ -112,22 +117,18 @@ class STSTask:
         return [PairSet(split, pairs.sent1, pairs.sent2, pairs.gold)]
 
 
-TASKS: dict[str, STSTask] = {
-    t.key: t
-    for t in (
-        STSTask("sts12", "STS12", "STS/STS12-en-test", "years", ("MSRpar", "MSRvid", "SMTeuroparl", "surprise.OnWN", "surprise.SMTnews")),
-        STSTask("sts13", "STS13", "STS/STS13-en-test", "years", ("FNWN", "headlines", "OnWN")),
-        STSTask("sts14", "STS14", "STS/STS14-en-test", "years", ("deft-forum", "deft-news", "headlines", "images", "OnWN", "tweet-news")),
-        STSTask("sts15", "STS15", "STS/STS15-en-test", "years", ("answers-forums", "answers-students", "belief", "headlines", "images")),
-        STSTask(
-            "sts16", "STS16", "STS/STS16-en-test", "years", ("answer-answer", "headlines", "plagiarism", "postediting", "question-question")
-        ),
-        STSTask("stsb", "STSBenchmark", "STS/STSBenchmark", "splits", ("train=sts-train.csv", "dev=sts-dev.csv", "test=sts-test.csv")),
-        STSTask(
-            "sickr", "SICKRelatedness", "SICK", "splits", ("train=SICK_train.txt", "dev=SICK_trial.txt", "test=SICK_test_annotated.txt")
-        ),
-    )
+#: Where each task's files sit in the SentEval layout: ``(folder, kind, parts)``.
+_LAYOUT: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "sts12": ("STS/STS12-en-test", "years", ("MSRpar", "MSRvid", "SMTeuroparl", "surprise.OnWN", "surprise.SMTnews")),
+    "sts13": ("STS/STS13-en-test", "years", ("FNWN", "headlines", "OnWN")),
+    "sts14": ("STS/STS14-en-test", "years", ("deft-forum", "deft-news", "headlines", "images", "OnWN", "tweet-news")),
+    "sts15": ("STS/STS15-en-test", "years", ("answers-forums", "answers-students", "belief", "headlines", "images")),
+    "sts16": ("STS/STS16-en-test", "years", ("answer-answer", "headlines", "plagiarism", "postediting", "question-question")),
+    "stsb": ("STS/STSBenchmark", "splits", ("train=sts-train.csv", "dev=sts-dev.csv", "test=sts-test.csv")),
+    "sickr": ("SICK", "splits", ("train=SICK_train.txt", "dev=SICK_trial.txt", "test=SICK_test_annotated.txt")),
 }
+#: The tasks in :data:`rankcse.names.STS_TASKS` order.
+TASKS: dict[str, STSTask] = {key: STSTask(key, *_LAYOUT[key]) for key in STS_TASKS}
 
 
 def resolve_data_dir(data_dir: str | Path | None) -> Path:

@@ -1,8 +1,8 @@
-"""Helpers shared by the method files: padding token-id lists, BERT-style initialisation, hidden modules."""
+"""Helpers shared by the method files: the two dropout views, BERT-style initialisation, hidden modules."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -10,19 +10,18 @@ from torch import nn
 from rankcse.errors import ConfigError
 
 
-def pad_ids(rows: Sequence[Sequence[int]], tokenizer: object) -> dict[str, torch.Tensor]:
-    """Right-pad token-id lists into ``input_ids``/``attention_mask`` (and zero ``token_type_ids`` where the model takes them)."""
-    width = max(len(r) for r in rows)
-    pad_id = tokenizer.pad_token_id or 0
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        input_ids[i, : len(row)] = torch.tensor(list(row), dtype=torch.long)
-        attention_mask[i, : len(row)] = 1
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
-    if "token_type_ids" in getattr(tokenizer, "model_input_names", ()):
-        batch["token_type_ids"] = torch.zeros_like(input_ids)
-    return batch
+def two_views(tokens: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Both dropout views of a tokenized batch for one encoder pass: every tensor stacked on itself (2N, L); dropout makes
+    row i and row N + i differ."""
+    return {k: torch.cat([v, v], dim=0) for k, v in tokens.items()}
+
+
+def split_views(pre: torch.Tensor, post: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """``(z1, z2, views)`` from the (2N, d) states of :func:`two_views` before and after the head: the two views after the
+    head, and the representations RR and the rank metrics may see. ``views`` holds the very tensors ``z1`` and ``z2``, so a
+    loss on both accumulates its gradient through one slice each (the same sums, in the same order, as one expression)."""
+    z1, z2 = post[:n], post[n:]
+    return z1, z2, {"z1_post_mlp": z1, "z1_pre_mlp": pre[:n], "z2_post_mlp": z2}
 
 
 def special_token_ids(tokenizer: object) -> tuple[int, int]:

@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from rankcse.batching import pad_ids
 from rankcse.errors import ConfigError
 from rankcse.losses import info_nce_with_negatives
 from rankcse.methods.base import Batch, Method, MethodArgs, MethodOutput, Recipe, register_method
-from rankcse.methods.common import Hidden, init_bert_style, pad_ids
+from rankcse.methods.common import Hidden, init_bert_style
 
 DUP_TYPES = ("bpe", "word")
 MOMENTUM_INITS = ("pretrained", "random")

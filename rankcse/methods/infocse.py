@@ -43,11 +43,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from rankcse.encoder import quiet_transformers
 from rankcse.errors import ConfigError
+from rankcse.hf_compat import activation, bidirectional_mask, quiet_transformers
 from rankcse.losses import cosine_matrix, info_nce, masked_token_loss
 from rankcse.methods.base import Batch, Method, MethodArgs, MethodOutput, Recipe, register_method
-from rankcse.methods.common import Hidden, backbone_layers, init_bert_style
+from rankcse.methods.common import Hidden, backbone_layers, init_bert_style, split_views, two_views
 
 log = logging.getLogger(__name__)
 LM_HEAD_INITS = ("auto", "pretrained", "embeddings")
@@ -102,12 +102,10 @@ class LMHead(nn.Module):
     """BERT's LM prediction head: dense → activation → LayerNorm → decoder to the vocabulary (with bias)."""
 
     def __init__(self, config: Any) -> None:
-        from transformers.activations import ACT2FN
-
         super().__init__()
         hidden, act = int(config.hidden_size), getattr(config, "hidden_act", "gelu")
         self.dense = nn.Linear(hidden, hidden)
-        self.activation = ACT2FN[act] if isinstance(act, str) else act
+        self.activation = activation(act) if isinstance(act, str) else act
         self.layer_norm = nn.LayerNorm(hidden, eps=float(getattr(config, "layer_norm_eps", 1e-12)))
         self.decoder = nn.Linear(hidden, int(config.vocab_size))
 
@@ -260,13 +258,12 @@ class InfoCSE(Method):
     def forward(self, batch: Batch) -> MethodOutput:
         tokens = batch["tokens"]
         n = tokens["input_ids"].shape[0]
-        doubled = {k: torch.cat([v, v], dim=0) for k, v in tokens.items()}
+        doubled = two_views(tokens)
         hidden = self.encoder.hidden_states(doubled)  # (2N, L, d)
         pre = self.encoder.pool_tokens(hidden, doubled["attention_mask"], self.encoder.pooler)
         post = self.encoder.head(pre) if self.encoder.head is not None else pre
-        z1, z2 = post[:n], post[n:]
+        z1, z2, views = split_views(pre, post, n)
         cl = info_nce(cosine_matrix(z1, z2) / self.temperature)
-        views = {"z1_post_mlp": z1, "z1_pre_mlp": pre[:n], "z2_post_mlp": z2}
         if self._frozen is None or "mlm_input_ids" not in batch:
             return MethodOutput(loss=cl, parts={"cl": cl}, views=views)
         mlm = self.mlm_loss(hidden[:, :1], batch["mlm_input_ids"], batch["mlm_labels"], doubled)
@@ -277,13 +274,11 @@ class InfoCSE(Method):
         self, cls_states: torch.Tensor, mlm_input_ids: torch.Tensor, labels: torch.Tensor, tokens: dict[str, torch.Tensor]
     ) -> torch.Tensor:
         """Reconstruct the masked tokens from the frozen lower-layer states with position 0 replaced by ``cls_states`` (2N, 1, d)."""
-        from transformers.masking_utils import create_bidirectional_mask
-
         extra = {k: v for k, v in tokens.items() if k == "token_type_ids"}
         with torch.no_grad():
             lower = self.frozen_encoder(input_ids=mlm_input_ids, attention_mask=tokens["attention_mask"], **extra).last_hidden_state
         states = torch.cat([cls_states, lower[:, 1:].to(cls_states.dtype)], dim=1)
-        mask = create_bidirectional_mask(config=self.encoder.backbone.config, inputs_embeds=states, attention_mask=tokens["attention_mask"])
+        mask = bidirectional_mask(self.encoder.backbone.config, states, tokens["attention_mask"])
         for layer in self.c_head:
             out = layer(states, mask)
             states = out[0] if isinstance(out, tuple) else out

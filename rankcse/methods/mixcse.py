@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from rankcse.errors import ConfigError
 from rankcse.losses import MIX_MASKED_LOGITS, info_nce, mixcse_logits
 from rankcse.methods.base import Batch, Method, MethodArgs, MethodOutput, Recipe, register_method
+from rankcse.methods.common import split_views, two_views
 
 
 @dataclass
@@ -62,9 +62,8 @@ class MixCSE(Method):
     def forward(self, batch: Batch) -> MethodOutput:
         tokens = batch["tokens"]
         n = tokens["input_ids"].shape[0]
-        doubled = {k: torch.cat([v, v], dim=0) for k, v in tokens.items()}
-        pre, post = self.encoder(doubled)
-        z1, z2 = post[:n], post[n:]
+        pre, post = self.encoder(two_views(tokens))
+        z1, z2, views = split_views(pre, post, n)
         logits = mixcse_logits(z1, z2, self.args.mix_lambda, self.temperature, self.args.masked_logit)
         loss = info_nce(logits)
-        return MethodOutput(loss=loss, parts={"cl": loss}, views={"z1_post_mlp": z1, "z1_pre_mlp": pre[:n], "z2_post_mlp": z2})
+        return MethodOutput(loss=loss, parts={"cl": loss}, views=views)

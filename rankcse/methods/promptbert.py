@@ -31,17 +31,19 @@ templates); the [MASK] is located by position, not by searching the ids.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from rankcse.batching import by_length, pad_ids
+from rankcse.encoder import eval_mode
 from rankcse.errors import ConfigError
 from rankcse.losses import cosine_matrix, info_nce
 from rankcse.methods.base import Batch, Method, MethodArgs, MethodOutput, Recipe, register_method
-from rankcse.methods.common import pad_ids, special_token_ids
+from rankcse.methods.common import special_token_ids, split_views
 
 SENTENCE_SLOT = "[X]"
 MASK_SLOT = "[MASK]"
@@ -183,9 +185,9 @@ class PromptBERT(Method):
                 bias = torch.cat([self.template_bias(t, lengths[i * n : (i + 1) * n]) for i, t in enumerate(self.templates)], dim=0)
             pre = pre - bias
         post = self.encoder.head(pre) if self.encoder.head is not None else pre
-        z1, z2 = post[:n], post[n:]
+        z1, z2, views = split_views(pre, post, n)
         loss = info_nce(cosine_matrix(z1, z2) / self.temperature)
-        return MethodOutput(loss=loss, parts={"cl": loss}, views={"z1_post_mlp": z1, "z1_pre_mlp": pre[:n], "z2_post_mlp": z2})
+        return MethodOutput(loss=loss, parts={"cl": loss}, views=views)
 
     # -- evaluation -----------------------------------------------------------------------------
     @property
@@ -214,32 +216,31 @@ class PromptBERT(Method):
         """Evaluation embeddings (N, d): the [MASK] state of ``template`` (minus δ with ``eval_denoise``), eval mode."""
         template, encoder = self.templates[0], self.encoder
         texts = [add_period(s) for s in sentences] if self.args.eval_add_period else list(sentences)
-        limit = encoder.eval_max_length - len(template.prefix) - len(template.suffix)
-        ids = self.sentence_ids(texts, limit)
-        out = torch.empty(len(sentences), encoder.hidden_size, dtype=torch.float32)
-        was_training = self.training
-        self.eval()
-        try:
-            device = encoder.device
+        ids = self.sentence_ids(texts, encoder.eval_max_length - len(template.prefix) - len(template.suffix))
+        with eval_mode(self):
             bias_table = None
             if self.args.eval_denoise and ids:
-                lengths = torch.tensor(sorted({len(s) for s in ids}), device=device)
+                lengths = torch.tensor(sorted({len(s) for s in ids}), device=encoder.device)
                 with encoder.autocast():
                     table = self.template_bias(template, lengths).float()
                 bias_table = dict(zip(lengths.tolist(), table))
-            order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                wrapped = [template.wrap(ids[i]) for i in idx]
-                tokens = {k: v.to(device) for k, v in pad_ids([w[0] for w in wrapped], encoder.tokenizer).items()}
-                mask_pos = torch.tensor([w[1] for w in wrapped], device=device)
-                with encoder.autocast():
-                    vec = self.mask_states(tokens, mask_pos).float()
-                    if bias_table is not None:
-                        vec = vec - torch.stack([bias_table[len(ids[i])] for i in idx])
-                    if self.eval_uses_head:
-                        vec = encoder.head(vec).float()
-                out[idx] = vec.float().cpu()
-        finally:
-            self.train(was_training)
-        return out
+
+            def represent(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+                mask_pos, sent_len = batch.pop("mask_pos"), batch.pop("sent_len")
+                vec = self.mask_states(batch, mask_pos).float()
+                if bias_table is not None:
+                    vec = vec - torch.stack([bias_table[k] for k in sent_len.tolist()])
+                return encoder.head(vec).float() if self.eval_uses_head else vec
+
+            return encoder.embed_batches(self._prompt_batches(template, ids, batch_size), len(sentences), represent)
+
+    def _prompt_batches(
+        self, template: Template, ids: list[list[int]], batch_size: int
+    ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+        """Length-sorted batches of sentences wrapped in ``template``, with their [MASK] positions and sentence lengths."""
+        for idx in by_length(ids, batch_size):
+            wrapped = [template.wrap(ids[i]) for i in idx]
+            batch = pad_ids([w[0] for w in wrapped], self.encoder.tokenizer)
+            batch["mask_pos"] = torch.tensor([w[1] for w in wrapped])
+            batch["sent_len"] = torch.tensor([len(ids[i]) for i in idx])
+            yield idx, batch

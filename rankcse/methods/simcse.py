@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from rankcse.losses import cosine_matrix, info_nce
 from rankcse.methods.base import Batch, Method, MethodArgs, MethodOutput, Recipe, register_method
+from rankcse.methods.common import split_views, two_views
 
 
 @dataclass
@@ -44,10 +44,8 @@ class SimCSE(Method):
     def forward(self, batch: Batch) -> MethodOutput:
         tokens = batch["tokens"]
         n = tokens["input_ids"].shape[0]
-        # One pass over both views: (2N, L); dropout differs between the copies.
-        doubled = {k: torch.cat([v, v], dim=0) for k, v in tokens.items()}
-        pre, post = self.encoder(doubled)
-        z1, z2 = post[:n], post[n:]
+        pre, post = self.encoder(two_views(tokens))  # one pass over both views: (2N, L)
+        z1, z2, views = split_views(pre, post, n)
         logits = cosine_matrix(z1, z2) / self.temperature  # (N, N)
         loss = info_nce(logits)
-        return MethodOutput(loss=loss, parts={"cl": loss}, views={"z1_post_mlp": z1, "z1_pre_mlp": pre[:n], "z2_post_mlp": z2})
+        return MethodOutput(loss=loss, parts={"cl": loss}, views=views)
