@@ -8,9 +8,10 @@ import torch
 
 from rankcse.checkpoint import load_eval_modules, read_meta
 from rankcse.config import TrainConfig
-from rankcse.encoder import POOLERS, Encoder, load_backbone
+from rankcse.encoder import Encoder, load_backbone
 from rankcse.errors import ConfigError, ModelLoadError
 from rankcse.methods import Method, build_args, get_method
+from rankcse.names import POOLERS
 
 
 def build_method(cfg: TrainConfig, training: bool = True, model: str | None = None) -> Method:
