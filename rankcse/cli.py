@@ -19,7 +19,7 @@ from typing import Any
 from rankcse import cli_probe, export
 from rankcse.config import TrainConfig, parse_override, train_flags
 from rankcse.errors import ConfigError, RankCSEError
-from rankcse.names import SENTEVAL_NAMES, STS_TASKS
+from rankcse.names import PRIMARY, SENTEVAL_NAMES, STS_TASKS
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -121,11 +121,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.output_dir) if args.output_dir is not None else Path("runs") / f"{cfg.method}-rr{cfg.rr_coef:g}-seed{cfg.seed}"
     result = run(cfg, out, resume=args.resume, overwrite=args.overwrite)
     final = result.final or {}
-    print(f"best step {result.best_step}: stsb_dev {100 * (result.best_stsb_dev or float('nan')):.2f}")
+    print(f"best step {result.best_step}: {PRIMARY.name} {100 * (result.best_stsb_dev or float('nan')):.2f}")
     if final.get("no_improvement"):
-        start = 100 * (final.get("pretrained_stsb_dev") or float("nan"))
+        start = 100 * (final.get(f"pretrained_{PRIMARY.name}") or float("nan"))
         print(
-            f"no improvement: no trained evaluation beat the pre-trained model (stsb_dev {start:.2f} at step 0); "
+            f"no improvement: no trained evaluation beat the pre-trained model ({PRIMARY.name} {start:.2f} at step 0); "
             "the test scores are of a worse model"
         )
     scores = {k: final[k] for k in STS_TASKS if k in final}

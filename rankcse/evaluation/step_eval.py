@@ -69,5 +69,5 @@ class StepEvaluator:
         out["uniformity"] = uniformity(unique)
         cos = metrics.cosine_pairs(e1.numpy(), e2.numpy())
         out[PRIMARY.name] = metrics.spearman(cos, self.gold)  # selects the best checkpoint
-        out["stsb_dev_pearson"] = metrics.pearson(cos, self.gold)
+        out[f"{PRIMARY.name}_pearson"] = metrics.pearson(cos, self.gold)
         return out
