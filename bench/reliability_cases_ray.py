@@ -142,9 +142,9 @@ def _started_writing(folder: Path, stamps: dict[str, int]) -> bool:
 
 def _aggregate_child(exp: Path, out: Path, figures: bool) -> int:
     """Fork a process that runs the aggregation (this process has imported it already); return its PID."""
-    import rayjobs.figures  # noqa: F401  (imported once here, not in every child)
-    import rayjobs.report  # noqa: F401
-    from rayjobs.aggregate import aggregate
+    import rayjobs.analysis.figures  # noqa: F401  (imported once here, not in every child)
+    import rayjobs.analysis.report  # noqa: F401
+    from rayjobs.analysis.aggregate import aggregate
 
     pid = os.fork()
     if pid == 0:  # the child: the aggregation, then out without Python's shutdown

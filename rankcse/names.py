@@ -53,3 +53,10 @@ DISPLAY_NAMES: dict[str, str] = {
     "sickr": "SICK-R test",
     "avg": "STS test average (7 sets)",
 }
+
+# -- added for rayjobs.analysis (issue 22): its defaults without importing rankcse.config (which imports torch) --
+#: The probe rank metrics logged at every evaluation (``probe/<name>``).
+PROBE_METRICS: tuple[str, ...] = ("erank_vne", "erank_sv", "energy_rank_99", "energy_rank_95", "energy_rank_90", "stable_rank")
+#: The rank that splits training into phases and drives the after_peak RR schedule: the paper's analysis rank
+#: (SPEC 2.1). Chosen over erank_vne on measured peaks, see README "Which rank defines the phases".
+DEFAULT_PHASE_METRIC = "energy_rank_99"

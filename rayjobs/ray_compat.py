@@ -19,7 +19,7 @@ from typing import Any
 #: The Ray versions every item below was checked against.
 TESTED_RAY_VERSIONS = ("2.60.0",)
 
-# --- Tune's on-disk experiment layout (rayjobs/state.py) --------------------------------------
+# --- Tune's on-disk experiment layout (rayjobs/tuning/state.py) --------------------------------------
 # Tune saves its state without an atomic rename, so state.py backs the files up and repairs them
 # before Tuner.restore; no public API names them. Tested with Ray 2.60.0, where they are defined as
 # ray.tune.impl.tuner_internal._TUNER_PKL, TuneController.CKPT_FILE_TMPL and
@@ -35,7 +35,7 @@ STATE_PATTERNS = (f"{EXPERIMENT_STATE_PREFIX}-*.json", "basic-variant-state-*.js
 EXPERIMENT_STATE_TRIALS_KEY = "trial_data"
 
 
-# --- Finding a running cluster (rayjobs/resources.py) -----------------------------------------
+# --- Finding a running cluster (rayjobs/tuning/resources.py) -----------------------------------------
 
 
 def get_ray_address_from_environment(address: str | None, temp_dir: str | None) -> str | None:
@@ -82,7 +82,7 @@ def restore_tuner(path: str, trainable: Any, resume_config: Any) -> Any:
     return tune.Tuner.restore(path, trainable, _resume_config=resume_config)
 
 
-# --- Quieting Tune's per-report checkpoint line (rayjobs/trainable.py) ---------------------------
+# --- Quieting Tune's per-report checkpoint line (rayjobs/tuning/trainable.py) ---------------------------
 # Why: every report with a checkpoint logs "Checkpoint successfully created" at INFO in the trial's
 # log, once per evaluation; the logger is Ray's module logger, named after a private module.
 # Tested with Ray 2.60.0 (ray/train/_internal/storage.py).

@@ -15,8 +15,8 @@ import pytest
 from scipy import stats
 
 from rankcse.errors import ConfigError
-from rayjobs.aggregate import aggregate, parse_only
-from rayjobs.schema import check_table
+from rayjobs.analysis.aggregate import aggregate, parse_only
+from rayjobs.analysis.schema import check_table
 
 STEPS = np.arange(0, 210, 10)
 SCORES = ("sts12", "sts13", "sts14", "sts15", "sts16", "stsb", "sickr")
@@ -286,7 +286,7 @@ def test_plain_train_runs_are_read_too(tmp_path):
 
 
 def test_documented_schema_is_the_one_in_the_code():
-    from rayjobs.schema import markdown_doc
+    from rayjobs.analysis.schema import markdown_doc
 
     root = Path(__file__).resolve().parent.parent
     assert markdown_doc() in (root / "results" / "README.md").read_text()

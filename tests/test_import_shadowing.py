@@ -18,7 +18,7 @@ import pytest
 import rankcse
 
 ROOT = Path(__file__).resolve().parent.parent
-# What a Tune trial imports first (rayjobs/trainable.py -> rankcse.train -> rankcse.model_card -> `from rankcse import __version__`).
+# What a Tune trial imports first (rayjobs/tuning/trainable.py -> rankcse.train -> rankcse.model_card -> `from rankcse import __version__`).
 TRIAL_IMPORTS = "import rankcse.train, rankcse; print(rankcse.__file__)"
 
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from support import ROOT, SWEEP, run_command, scaled
 
-from rayjobs.schema import check_table
+from rayjobs.analysis.schema import check_table
 
 TABLES = ("steps", "trials", "summary", "correlations")
 pytestmark = pytest.mark.ray

@@ -4,7 +4,7 @@ Every trial's series is split at its own rank peak (:func:`rankcse.phases.split_
 Within a phase a trial's Pearson r and Spearman rho are computed only when the phase holds at least
 :data:`MIN_EVALS` evaluations and the rank moves in it by more than its resolution (else the correlation is
 of quantisation noise); the trials' correlations are then combined on Fisher's z scale with a t-test over
-trials (:func:`rayjobs.statistics.combine_trial_correlations`). No p-value treats the evaluations of one
+trials (:func:`rayjobs.analysis.inference.combine_trial_correlations`). No p-value treats the evaluations of one
 run as independent. Each phase has a primary definition and a sensitivity variant (:data:`VARIANTS`).
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from rankcse.phases import PHASE_1, PHASE_2, PhaseSplit, split_phases
-from rayjobs.statistics import combine_trial_correlations, trial_correlation
+from rayjobs.analysis.inference import combine_trial_correlations, trial_correlation
 
 #: Evaluations a trial needs within a phase for its correlation.
 MIN_EVALS = 3

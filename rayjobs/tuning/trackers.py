@@ -21,7 +21,8 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.air.integrations.wandb import WandbLoggerCallback
 
 from rankcse.errors import ConfigError
-from rayjobs.spec import SweepSpec, cell_label
+from rayjobs.layout import TRACKERS_FILE, WANDB_DIR, cell_label, meta_dir
+from rayjobs.tuning.spec import SweepSpec
 
 #: Tune's bookkeeping keys in a result, not the trial's measurements.
 TUNE_KEYS = {
@@ -44,7 +45,6 @@ TUNE_KEYS = {
     "episodes_total",
     "timesteps_since_restore",
 }
-STATE_FILE = "trackers.json"
 
 
 def measurements(result: dict[str, Any]) -> dict[str, float]:
@@ -218,7 +218,7 @@ class WandbTrialLogger(WandbLoggerCallback):
 
 def wandb_callback(spec: SweepSpec, project: str, experiment_dir: Path) -> WandbTrialLogger:
     """The W&B callback of a sweep, writing under ``<experiment>/.rankcse/wandb`` (WANDB_MODE is passed on to the logging actor)."""
-    folder = experiment_dir / ".rankcse"
+    folder = meta_dir(experiment_dir)
     folder.mkdir(parents=True, exist_ok=True)
     extra = {"mode": os.environ["WANDB_MODE"]} if os.environ.get("WANDB_MODE") else {}
     return WandbTrialLogger(spec.to_dict(), project=project, group=spec.name, dir=str(folder), **extra)
@@ -229,7 +229,7 @@ def wandb_summary(project: str, spec: SweepSpec, experiment_dir: Path, output: P
     import pandas as pd
     import wandb
 
-    folder = experiment_dir / ".rankcse"
+    folder = meta_dir(experiment_dir)
     run = wandb.init(
         project=project,
         group=spec.name,
@@ -276,7 +276,7 @@ class Trackers:
     @classmethod
     def start(cls, spec: SweepSpec, experiment_dir: Path, mlflow_uri: str | None, wandb_project: str | None) -> Trackers:
         """Check the extras, create the MLflow parent run and remember both (or read them back on resume)."""
-        path = experiment_dir / ".rankcse" / STATE_FILE
+        path = meta_dir(experiment_dir) / TRACKERS_FILE
         if mlflow_uri is None and wandb_project is None and path.is_file():
             saved = json.loads(path.read_text())  # --resume: the trackers the sweep started with
             mlflow_uri = (saved.get("mlflow") or {}).get("uri")
@@ -318,7 +318,7 @@ class Trackers:
         if self.wandb_project:
             try:
                 wandb_summary(self.wandb_project, spec, experiment_dir, output)
-                where = experiment_dir / ".rankcse" / "wandb"
+                where = meta_dir(experiment_dir) / WANDB_DIR
                 lines.append(f"wandb: project {self.wandb_project!r}, group {spec.name!r} (runs under {where})")
             except Exception as exc:
                 lines.append(f"wandb: the sweep's summary run was not written ({type(exc).__name__}: {exc})")

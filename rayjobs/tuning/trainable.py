@@ -27,9 +27,10 @@ from rankcse.config import STS_TASKS
 from rankcse.errors import TrainingCollapsed
 from rankcse.io import FINAL_FILE
 from rankcse.train import run
-from rayjobs.devices import trial_device
+from rayjobs.layout import cell_label
 from rayjobs.ray_compat import CHECKPOINT_LOGGER
-from rayjobs.spec import Fault, SweepSpec, cell_label
+from rayjobs.tuning.devices import trial_device
+from rayjobs.tuning.spec import Fault, SweepSpec
 
 RUN_DIR = "run"
 POINTER_FILE = "rankcse_checkpoint.json"

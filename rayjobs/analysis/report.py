@@ -10,9 +10,9 @@ from typing import Any
 import pandas as pd
 
 from rankcse.io import write_text_atomic
-from rayjobs import schema
-from rayjobs.conditions import REPLICA, replicas
-from rayjobs.histories import COMPLETED, CORRUPT, Trial
+from rayjobs.analysis import schema
+from rayjobs.analysis.conditions import REPLICA, replicas
+from rayjobs.analysis.histories import COMPLETED, CORRUPT, Trial
 
 HEADLINE_METRICS = ("avg", "stsb", "sickr", "best_stsb_dev", "avg_rank")
 #: Readable names of the trials table's score columns.
@@ -446,7 +446,7 @@ def write_report(
         "",
     ]
     if "findings" in tables:
-        from rayjobs.findings import phase_split_by_metric
+        from rayjobs.analysis.findings import phase_split_by_metric
 
         axes = [c for c in tables["trials"].columns if c not in schema.TRIALS and not c.startswith(tuple(schema.TRIALS_PREFIXES))]
         split = phase_split_by_metric(tables["steps"], tables["trials"], axes, window)

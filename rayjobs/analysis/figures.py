@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from rankcse.io import atomic_path
-from rayjobs.conditions import replicas
-from rayjobs.histories import COMPLETED
-from rayjobs.report import NAMES
+from rayjobs.analysis.conditions import replicas
+from rayjobs.analysis.histories import COMPLETED
+from rayjobs.analysis.report import NAMES
 
 DPI = 110
 #: Fewest points a least-squares line is drawn through.

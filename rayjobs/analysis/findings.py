@@ -11,7 +11,7 @@ too few trials or conditions, an interval holding the no-effect value, or the co
 
 Claims 1-8 are the paper's (SPEC §10 gives its values and how sure we are of them); P1-P8 put the
 phase-aware schedule ``after_peak`` (not in the paper) against no RR and against always-on RR. An
-``after_peak`` trial whose RR never switched on is a replica of no RR (:mod:`rayjobs.conditions`) and is
+``after_peak`` trial whose RR never switched on is a replica of no RR (:mod:`rayjobs.analysis.conditions`) and is
 left out of every comparison.
 """
 
@@ -26,10 +26,10 @@ import numpy as np
 import pandas as pd
 
 from rankcse.phases import PEAK, PHASE_1, PHASE_2
-from rayjobs import within_phase
-from rayjobs.conditions import replicas, switch_steps
-from rayjobs.histories import COMPLETED
-from rayjobs.statistics import (
+from rayjobs.analysis import within_phase
+from rayjobs.analysis.conditions import replicas, switch_steps
+from rayjobs.analysis.histories import COMPLETED
+from rayjobs.analysis.inference import (
     METHODS,
     correlation_across_units,
     holm,
