@@ -147,13 +147,13 @@ def _ray_checks(raw: dict[str, Any]) -> tuple[dict[str, Any] | None, list[Proble
         prepared = ray_compat.prepare_cluster_config(raw)
     except Exception as exc:
         message = str(exc) or type(exc).__name__
-        return None, [Problem(_guess_path(message), f"Ray's prepare_config rejects it: {message}")], None
+        return None, [Problem(ray_compat.cluster_config_error_key(message), f"Ray's prepare_config rejects it: {message}")], None
     try:
         ray_compat.validate_prepared_cluster_config(prepared)
     except jsonschema.ValidationError as exc:
         return prepared, _schema_problems(prepared) or _validation_error_problems(exc), exc
     except (ValueError, RuntimeError, TypeError) as exc:
-        return prepared, [Problem(_guess_path(str(exc)), f"Ray's validate_config rejects it: {exc}")], None
+        return prepared, [Problem(ray_compat.cluster_config_error_key(str(exc)), f"Ray's validate_config rejects it: {exc}")], None
     return prepared, [], None
 
 
@@ -186,26 +186,6 @@ def _validation_error_problems(error: Any) -> list[Problem]:
         if match:
             return [Problem(_key_path([*parts, match.group(1)]), "required by Ray's cluster schema, missing")]
     return [Problem(_key_path(parts) or "<top level>", f"{error.message} (Ray's cluster schema)")]
-
-
-def _guess_path(message: str) -> str:
-    """The config key a free-text Ray error message is about, or ``<config>``."""
-    if "node provider" in message:
-        return "provider.type"
-    for key in (
-        "head_node_type",
-        "available_node_types",
-        "cluster_synced_files",
-        "file_mounts_sync_continuously",
-        "max_workers",
-        "head_ip",
-        "worker_ips",
-        "docker",
-        "provider",
-    ):
-        if key in message:
-            return key
-    return "docker" if "container" in message or "image" in message else "<config>"
 
 
 # --- what Ray's validator misses ----------------------------------------------------------------

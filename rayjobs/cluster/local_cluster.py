@@ -134,11 +134,11 @@ def is_own_head(pid: int, tmpdir: str | None = None) -> bool:
     if stat is None or stat[0] != pid or cmd is None or env is None:
         return False
     head = "ray.scripts.scripts" in cmd and "start" in cmd and "--head" in cmd and f"--temp-dir={tmpdir}" in cmd
-    return head and env.get("RAY_TMPDIR") == tmpdir and env.get("RAY_FAKE_CLUSTER") == "1"
+    return head and env.get("RAY_TMPDIR") == tmpdir and env.get(ray_compat.FAKE_CLUSTER_ENV) == "1"
 
 
 def _marked(env: dict[str, str] | None, tmpdir: str) -> bool:
-    return env is not None and env.get("RAY_TMPDIR") == tmpdir and env.get("RAY_FAKE_CLUSTER") == "1"
+    return env is not None and env.get("RAY_TMPDIR") == tmpdir and env.get(ray_compat.FAKE_CLUSTER_ENV) == "1"
 
 
 def cluster_pids(tmpdir: str | None = None) -> list[int]:
@@ -271,13 +271,11 @@ def up(max_workers: int = 2, cpus_per_worker: float = 2.0, gpus_per_worker: floa
 
 def _start(max_workers: int, cpus_per_worker: float, gpus_per_worker: float, timeout: float) -> dict[str, Any]:
     """One ``ray start --head --block`` in a new session, on fresh ports; its state once Ray says it started."""
-    import ray._private.services as services
-
     folder = state_dir()
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / "ray"
     tmp.mkdir(exist_ok=True)
-    ip = services.get_node_ip_address()
+    ip = ray_compat.node_ip_address()
     gcs, dashboard, client, agent_http, agent_grpc, runtime_env, metrics, node_manager, object_manager, autoscaler = free_ports(10)
     config_path = folder / "cluster.yaml"
     config_path.write_text(yaml.safe_dump(cluster_config(max_workers, cpus_per_worker, gpus_per_worker, f"{ip}:{gcs}"), sort_keys=False))
@@ -291,7 +289,7 @@ def _start(max_workers: int, cpus_per_worker: float, gpus_per_worker: float, tim
     auth_mode = os.environ.get("RAY_AUTH_MODE") or "disabled"
     env = {
         **os.environ,
-        "RAY_FAKE_CLUSTER": "1",
+        ray_compat.FAKE_CLUSTER_ENV: "1",
         "RAY_TMPDIR": str(tmp),
         "RAY_AUTH_MODE": auth_mode,
         "RAY_USAGE_STATS_ENABLED": "0",
@@ -416,7 +414,7 @@ def worker_nodes(state: dict[str, Any]) -> dict[str, list[int]]:
             continue
         if not cmd or not cmd[0].endswith(b"/raylet"):
             continue
-        node_id = next((e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"RAY_OVERRIDE_NODE_ID_FOR_TESTING=")), None)
+        node_id = next((e.split(b"=", 1)[1].decode() for e in environ if e.startswith(f"{ray_compat.FAKE_NODE_ID_ENV}=".encode())), None)
         if node_id is None or node_id.endswith("00000"):
             continue  # the head node
         nodes[node_id] = [pid, *_descendants(pid)]

@@ -321,6 +321,11 @@ def run_sweep(args: argparse.Namespace) -> int:
                 f"{cfg.learning_rate:g}, {steps} steps, eval every {cfg.eval_every}"
             )
         return 0
+    from rayjobs.ray_compat import untested_ray_warning
+
+    untested = untested_ray_warning()
+    if untested:
+        print(untested, file=sys.stderr, flush=True)
     if args.overwrite and experiment_dir.exists():
         shutil.rmtree(experiment_dir)
     repaired = state.prepare_resume(experiment_dir) if args.resume else []

@@ -28,7 +28,7 @@ from rankcse.errors import TrainingCollapsed
 from rankcse.io import FINAL_FILE
 from rankcse.train import run
 from rayjobs.layout import cell_label
-from rayjobs.ray_compat import CHECKPOINT_LOGGER
+from rayjobs.ray_compat import CHECKPOINT_LOGGER, trial_folder
 from rayjobs.tuning.devices import trial_device
 from rayjobs.tuning.spec import Fault, SweepSpec
 
@@ -117,7 +117,7 @@ def train_trial(config: dict[str, Any], sweep: dict[str, Any], trial_logs: bool 
     spec = SweepSpec.from_dict(sweep)
     cell = {axis: config[axis] for axis in spec.axes()}
     _configure_logging(trial_logs)
-    trial_dir = Path(tune.get_context().get_storage().trial_fs_path)
+    trial_dir = trial_folder()
     run_dir = trial_dir / RUN_DIR
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None and _pointer(checkpoint).get("done"):
