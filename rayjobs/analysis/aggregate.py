@@ -469,9 +469,11 @@ def derive_tables(
     if probing_cols and steps[probing_cols].notna().any().any():
         from rayjobs.analysis.probing_summary import summarize_probing
 
-        done = steps[steps["trial_id"].isin(trials_table.loc[trials_table["status"] == COMPLETED, "trial_id"])]
-        if len(done) and done[probing_cols].notna().any().any():
-            tables["probing"] = schema.conform(summarize_probing(done), "probing")
+        completed = trials_table[trials_table["status"] == COMPLETED]
+        conditions = completed[~replicas(completed, steps).to_numpy()] if len(completed) else completed
+        done = steps[steps["trial_id"].isin(conditions["trial_id"])]
+        if len(done) and done[probing_cols].notna().any().any():  # per condition (every grid axis but the seed), as the summary
+            tables["probing"] = schema.conform(summarize_probing(done, by=group_keys), "probing", axes)
     return tables
 
 
@@ -599,7 +601,7 @@ def _write_outputs(
             frame,
             output_dir / f"{name}.parquet",
             name,
-            axes if name in ("steps", "trials", "summary") else (),
+            axes if name in ("steps", "trials", "summary", "probing") else (),
             findings_params if name == "findings" else ({"rankcse.only": json.dumps(only)} if name == "trials" and only else None),
         )
     statuses = (COMPLETED, TRUNCATED, COLLAPSED, ERRORED, INCOMPLETE, DUPLICATE, CORRUPT)

@@ -456,10 +456,15 @@ def write_report(
     lines += ["## Correlations", ""] + _correlation_section(tables["correlations"], rank_column)
     if "probing" in tables:
         groups = tables["probing"][tables["probing"]["level"] == "group"]
+        # the other condition columns (schedule, model, extra axes) only where the table has more than one value of them
+        fixed = {"method", "rr_coef", "rr", "level", "group", "surrogate", "task", "n_trials"}
+        varying = [c for c in groups.columns if c not in fixed and not c.startswith(tuple(schema.PROBING_PREFIXES))]
+        varying = [c for c in varying if groups[c].astype(str).nunique(dropna=False) > 1]
         rows = [
             [
                 r["method"],
                 f"{r['rr_coef']:g}",
+                *(str(r[c]) for c in varying),
                 r["group"],
                 "yes" if r["surrogate"] else "no",
                 int(r["n_trials"]),
@@ -475,7 +480,7 @@ def write_report(
             "Accuracy change ×100 over Phase 1 (start → rank peak) and Phase 2 (peak → best step); "
             "surrogate tasks are generated, not SentEval's data.",
             "",
-            markdown_table(["method", "RR", "group", "surrogate", "trials", "Δ Phase 1", "Δ Phase 2", "acc at best"], rows),
+            markdown_table(["method", "RR", *varying, "group", "surrogate", "trials", "Δ Phase 1", "Δ Phase 2", "acc at best"], rows),
             "",
         ]
     if figures:

@@ -214,6 +214,8 @@ FINDINGS: dict[str, tuple[str, str]] = {
 PROBING: dict[str, tuple[str, str]] = {
     "method": ("string", "method"),
     "rr_coef": ("float64", "RR coefficient"),
+    "rr_schedule": ("string", "RR schedule (after_peak trials whose RR never switched on are left out, as in the summary)"),
+    "model": ("string", "model name or folder"),
     "rr": ("bool", "rr_coef > 0"),
     "level": ("string", "task or group (surface / syntactic / semantic: the mean over its tasks within a trial)"),
     "group": ("string", "Conneau et al. (2018) group of the task"),
