@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from rankcse.errors import ConfigError, DataError, RankCSEError
-from rankcse.names import DEFAULT_PHASE_METRIC, PROBE_METRICS, STS_TASKS
+from rankcse.names import DEFAULT_PHASE_METRIC, PRIMARY, PROBE_METRICS, STS_TASKS
 from rankcse.phases import split_phases
 from rayjobs.analysis import schema, within_phase
 from rayjobs.analysis.conditions import replicas, rr_on
@@ -54,12 +54,12 @@ from rayjobs.layout import cell_label
 log = logging.getLogger("rayjobs")
 
 FINAL_SCORES = (*STS_TASKS, "avg")
-TRIAL_QUANTITIES = ("best_stsb_dev", "avg_rank", "avg_energy_rank_99", "avg_erank_vne", "rank_at_best", "peak_rank")
+TRIAL_QUANTITIES = (PRIMARY.best, "avg_rank", "avg_energy_rank_99", "avg_erank_vne", "rank_at_best", "peak_rank")
 ENERGY = "probe/energy_rank_99"
 VNE = "probe/erank_vne"
 #: Average rank of each rank notion (trials table column) that the seed-std correlation uses.
 AVERAGE_OF = {ENERGY: "avg_energy_rank_99", VNE: "avg_erank_vne"}
-SEED_STD_SCORES = ("avg", "stsb", "best_stsb_dev")
+SEED_STD_SCORES = ("avg", "stsb", PRIMARY.best)
 #: Figure files an aggregation may write: an earlier one that the new aggregation does not draw is dropped.
 OUTPUT_FIGURES = ("rank_and_stsb_over_steps.png", "score_by_rr.png", "rank_vs_seed_std.png")
 
@@ -118,9 +118,9 @@ def phase_quantities(frame: pd.DataFrame, rank_column: str, window: int) -> tupl
     """One trial's evaluation rows (sorted by step) with their ``phase`` label, and the quantities its phase split gives."""
     frame = frame.sort_values("step", kind="stable").reset_index(drop=True) if len(frame) else frame
     quantities: dict[str, Any] = {"n_evals": len(frame), "steps_done": int(frame["step"].max()) if len(frame) else None}
-    if len(frame) and rank_column in frame and "stsb_dev" in frame and frame[rank_column].notna().any():
+    if len(frame) and rank_column in frame and PRIMARY.name in frame and frame[rank_column].notna().any():
         rank = frame[rank_column].astype(float).to_numpy()
-        score = frame["stsb_dev"].astype(float).to_numpy()
+        score = frame[PRIMARY.name].astype(float).to_numpy()
         split = split_phases(np.nan_to_num(rank, nan=-np.inf), score, window=window)
         frame["phase"] = split.labels
         steps = frame["step"].to_numpy()
@@ -132,7 +132,7 @@ def phase_quantities(frame: pd.DataFrame, rank_column: str, window: int) -> tupl
             peak_rank=float(rank[split.peak_index]),
             peak_energy_rank_99=float(energy[split.peak_index]),
             best_step=float(steps[split.best_index]),
-            best_stsb_dev=float(score[split.best_index]),
+            **{PRIMARY.best: float(score[split.best_index])},
             rank_at_best=float(rank[split.best_index]),
             avg_rank=float(np.nanmean(rank[upto])),
             avg_energy_rank_99=float(np.nanmean(energy[upto])) if np.isfinite(energy[upto]).any() else float("nan"),
@@ -176,11 +176,11 @@ def no_improvement(trial: Trial) -> bool | None:
     final = trial.final or {}
     if isinstance(final.get("no_improvement"), bool):
         return final["no_improvement"]
-    start = next((r.get("stsb_dev") for r in trial.records if r.get("step") == 0), None)
-    trained = [r.get("stsb_dev") for r in trial.records if r.get("step", 0) > 0 and isinstance(r.get("stsb_dev"), (int, float))]
+    start = next((r.get(PRIMARY.name) for r in trial.records if r.get("step") == 0), None)
+    trained = [r.get(PRIMARY.name) for r in trial.records if r.get("step", 0) > 0 and isinstance(r.get(PRIMARY.name), (int, float))]
     if not isinstance(start, (int, float)) or not trained:
         return None
-    return max(trained) <= start
+    return not any(PRIMARY.better(value, start) for value in trained)
 
 
 # -- across trials -------------------------------------------------------------------------------------
@@ -262,11 +262,11 @@ def correlations(
         for (phase, variant), _ in within_phase.VARIANTS.items():
             inside = per[(per["phase"] == phase) & (per["variant"] == variant)]
             base = {
-                "analysis": "rank_vs_stsb_dev",
+                "analysis": f"rank_vs_{PRIMARY.name}",
                 "rank_metric": rank_col,
                 "phase": float(phase),
                 "variant": variant,
-                "score": "stsb_dev",
+                "score": PRIMARY.name,
             }
             for subset, members in subsets.items():
                 part = inside[inside["trial_id"].isin(set(members))]
