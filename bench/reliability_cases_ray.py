@@ -1,7 +1,7 @@
 """Issue 23 cases of the Ray side (`rankcse aggregate`, `rayjobs.local_cluster`, the sweep's flags), for the campaign.
 
 ``cases(scene)`` follows bench/reliability_campaign.py's protocol (every ``reliability_cases_*.py`` defines it);
-``python bench/reliability_campaign_ray.py`` runs just these. Nothing is mocked: aggregations read synthetic
+``python bench/reliability_campaign.py --part ray`` runs just these. Nothing is mocked: aggregations read synthetic
 trial folders (known series, no training), the local cluster is a real Ray head with its own RAY_TMPDIR, the
 sweeps are real driver runs, and the SIGKILL case kills real ``rankcse aggregate`` processes.
 
