@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from test_aggregate_synthetic import SCORES, curves, write_tune_trial
 
+from rayjobs.layout import spec_path
+
 #: Run first in the child: any import of torch or ray (or a submodule) raises, naming the module.
 BLOCKER = textwrap.dedent(
     """
@@ -43,9 +45,9 @@ def _run(code: str) -> subprocess.CompletedProcess:
 
 def _small_experiment(root: Path) -> Path:
     """Two methods x RR off/on x two seeds, each with a full history and final scores (the synthetic tests' trials)."""
-    (root / ".rankcse").mkdir(parents=True)
+    spec_path(root).parent.mkdir(parents=True)
     grid = {"method": [], "rr_coef": [], "rr_schedule": [], "seed": []}
-    (root / ".rankcse" / "sweep.json").write_text(json.dumps({"spec": {"name": "small", "grid": grid, "train": {"model": "default"}}}))
+    spec_path(root).write_text(json.dumps({"spec": {"name": "small", "grid": grid, "train": {"model": "default"}}}))
     n = 0
     for method in ("simcse", "mixcse"):
         for rr in (0.0, 0.1):

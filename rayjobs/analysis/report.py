@@ -10,25 +10,14 @@ from typing import Any
 import pandas as pd
 
 from rankcse.io import write_text_atomic
-from rankcse.names import PRIMARY
+from rankcse.names import DISPLAY_NAMES, PRIMARY
 from rayjobs.analysis import schema
 from rayjobs.analysis.conditions import REPLICA, replicas
 from rayjobs.analysis.histories import COMPLETED, CORRUPT, Trial
 
 HEADLINE_METRICS = ("avg", "stsb", "sickr", PRIMARY.best, "avg_rank")
 #: Readable names of the trials table's score columns.
-NAMES = {
-    "avg": "STS test average (7 sets)",
-    "stsb": "STS-B test",
-    "sickr": "SICK-R test",
-    PRIMARY.best: f"best {PRIMARY.display}",
-    "avg_rank": "average rank up to the best step",
-    "sts12": "STS12",
-    "sts13": "STS13",
-    "sts14": "STS14",
-    "sts15": "STS15",
-    "sts16": "STS16",
-}
+NAMES = {**DISPLAY_NAMES, PRIMARY.best: f"best {PRIMARY.display}", "avg_rank": "average rank up to the best step"}
 
 
 def _fmt(value: Any, scale: float = 1.0, digits: int = 2) -> str:
