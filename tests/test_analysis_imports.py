@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+from support import run_command
 from test_aggregate_synthetic import SCORES, curves, write_tune_trial
 
 from rayjobs.layout import spec_path
@@ -40,7 +41,7 @@ IMPORT_ALL = textwrap.dedent(
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", BLOCKER + code], capture_output=True, text=True, timeout=600)
+    return run_command([sys.executable, "-c", BLOCKER + code], 600)
 
 
 def _small_experiment(root: Path) -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from support import run_command
 
 import rankcse
 
@@ -90,13 +91,6 @@ def test_the_sweep_script_runs_from_any_working_directory(tmp_path, where):
     """No sys.path rewrite: the script finds the installed package from the checkout and from any other folder."""
     cwd = ROOT if where == "checkout" else tmp_path
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "rayjobs" / "sweep.py"), "--preset", "demo", "--dry-run"],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_command([sys.executable, str(ROOT / "rayjobs" / "sweep.py"), "--preset", "demo", "--dry-run"], 300, cwd=cwd, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "simcse_rr0.1_always_seed2" in proc.stdout
