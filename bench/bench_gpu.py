@@ -94,9 +94,9 @@ def precision_table(shapes: dict, device: str, args: argparse.Namespace, work: P
 
 
 def sweep_table(model: str, rehearse: bool, args: argparse.Namespace, work: Path) -> None:
-    from rayjobs import resources
-    from rayjobs.spec import SweepSpec
-    from rayjobs.sweep import make_tuner
+    from rayjobs.tuning import resources
+    from rayjobs.tuning.driver import make_tuner
+    from rayjobs.tuning.spec import SweepSpec
 
     cpus = os.cpu_count() or 1
     resources.connect(resources.LOCAL, num_cpus=cpus, num_gpus=1)  # one GPU, whatever the machine has

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from rankcse.train import run
-from rayjobs import resources
-from rayjobs.spec import SweepSpec
-from rayjobs.sweep import make_tuner
+from rayjobs.tuning import resources
+from rayjobs.tuning.driver import make_tuner
+from rayjobs.tuning.spec import SweepSpec
 
 
 def tiny_model(folder: Path) -> str:

@@ -7,16 +7,19 @@ output and, where the case defines one, a verdict on the files it left (e.g. ``O
 Cases come from every ``bench/reliability_cases_*.py`` next to this file: each defines
 ``cases(scene) -> list[Case]``, so another part of the project registers its cases in a file of its own.
 
-Usage: python bench/reliability_campaign.py [--tree PATH] [--only SUBSTRING] [--json FILE]
-(``--tree``: run the commands against another checkout, e.g. main, to get the "before" table.) ``rankcse ...`` cases
-run in this process (``rankcse.cli.main``, from ``--tree``; a shared machine spends most of a subprocess importing
-torch), any other command in a subprocess.
+Usage: python bench/reliability_campaign.py [--part NAME ...] [--tree PATH] [--only SUBSTRING] [--json FILE]
+(``--part ray``: only bench/reliability_cases_ray.py, the Ray side's cases, which need no model: the tiny model, corpus
+and data are made only when a case asks for them. ``--tree``: run the commands against another checkout, e.g. main,
+to get the "before" table. RANKCSE_CAMPAIGN_KILLS sets the SIGKILLs of the Ray side's aggregate case, 20 by default.)
+``rankcse ...`` cases run in this process (``rankcse.cli.main``, from ``--tree``; a shared machine spends most of a
+subprocess importing torch), any other command in a subprocess.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import io
 import json
@@ -50,21 +53,37 @@ class Case:
 
 
 class Scene:
-    """Shared inputs of the cases, made once: a tiny model, corpus, small SentEval data and a finished run."""
+    """Shared inputs of the cases, each made once when a case first asks: a tiny model, corpus, small SentEval data and a
+    finished run."""
 
     def __init__(self, root: Path, tree: Path) -> None:
         self.root, self.tree = root, tree
         sys.path.insert(0, str(tree))  # before anything imports rankcse: the commands run the tree's code
         self.env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
         sys.path.insert(1, str(ROOT / "tests"))
-        from support import TINY_SENTENCES, save_tiny_bert
-
-        self.model = save_tiny_bert(root / "tiny_bert")
-        self.corpus = root / "corpus.txt"
-        self.corpus.write_text("\n".join(TINY_SENTENCES) + "\n")
-        self.data = self._small_senteval(root / "senteval")
         self._run: Path | None = None
         self._stopped: Path | None = None
+
+    @functools.cached_property
+    def model(self) -> Path:
+        """A tiny BERT (random weights, the packaged tokenizer)."""
+        from support import save_tiny_bert
+
+        return save_tiny_bert(self.root / "tiny_bert")
+
+    @functools.cached_property
+    def corpus(self) -> Path:
+        """The tests' tiny corpus."""
+        from support import TINY_SENTENCES
+
+        corpus = self.root / "corpus.txt"
+        corpus.write_text("\n".join(TINY_SENTENCES) + "\n")
+        return corpus
+
+    @functools.cached_property
+    def data(self) -> Path:
+        """The first lines of STS-B and STS13, in SentEval's layout."""
+        return self._small_senteval(self.root / "senteval")
 
     @staticmethod
     def _small_senteval(folder: Path) -> Path:
@@ -168,10 +187,18 @@ def tree_digest(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}
 
 
-def load_cases(scene: Scene) -> list[Case]:
-    """The cases of every ``reliability_cases_*.py`` next to this file, in file-name order."""
+def load_cases(scene: Scene, parts: list[str] | None = None) -> list[Case]:
+    """The cases of every ``reliability_cases_*.py`` next to this file (or of ``reliability_cases_<part>.py`` for each of
+    ``parts``), in file-name order."""
     cases: list[Case] = []
-    for path in sorted(HERE.glob("reliability_cases_*.py")):
+    paths = sorted(HERE.glob("reliability_cases_*.py"))
+    if parts:
+        known = [p.stem.removeprefix("reliability_cases_") for p in paths]
+        unknown = [p for p in parts if p not in known]
+        if unknown:
+            raise SystemExit(f"reliability_campaign: error: no part {unknown[0]!r}; use one of {', '.join(known)}")
+        paths = [p for p in paths if p.stem.removeprefix("reliability_cases_") in parts]
+    for path in paths:
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[path.stem] = module
@@ -216,6 +243,7 @@ def run_case(scene: Scene, case: Case) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tree", type=Path, default=ROOT, help="checkout whose rankcse runs the commands (default: this one)")
+    parser.add_argument("--part", action="append", default=[], help="run only reliability_cases_PART.py (repeatable; default: all)")
     parser.add_argument("--only", default="", help="run only the cases whose name contains this")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (printed)")
@@ -228,13 +256,13 @@ def main() -> None:
         print(f"rankcse from {Path(rankcse.__file__).parent}", flush=True)
         rows = []
         print("| case | exit | expect | ok | verdict | last line |\n|---|---|---|---|---|---|", flush=True)
-        for case in load_cases(scene):
+        for case in load_cases(scene, args.part):
             if args.only in case.name:
                 rows.append(run_case(scene, case))
                 r = rows[-1]
+                last = str(r["last"]).replace("|", "\\|")
                 print(
-                    f"| {r['case']} | {r['exit']} | {r['expect']} | {'ok' if r['ok'] else 'FAIL'} | {r['verdict']} | {r['last']} |",
-                    flush=True,
+                    f"| {r['case']} | {r['exit']} | {r['expect']} | {'ok' if r['ok'] else 'FAIL'} | {r['verdict']} | {last} |", flush=True
                 )
         good = sum(1 for r in rows if r["ok"])
         print(f"\n{good} of {len(rows)} cases as expected (tree {args.tree.resolve()})")

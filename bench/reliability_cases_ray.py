@@ -1,7 +1,7 @@
 """Issue 23 cases of the Ray side (`rankcse aggregate`, `rayjobs.local_cluster`, the sweep's flags), for the campaign.
 
 ``cases(scene)`` follows bench/reliability_campaign.py's protocol (every ``reliability_cases_*.py`` defines it);
-``python bench/reliability_campaign_ray.py`` runs just these. Nothing is mocked: aggregations read synthetic
+``python bench/reliability_campaign.py --part ray`` runs just these. Nothing is mocked: aggregations read synthetic
 trial folders (known series, no training), the local cluster is a real Ray head with its own RAY_TMPDIR, the
 sweeps are real driver runs, and the SIGKILL case kills real ``rankcse aggregate`` processes.
 
@@ -142,9 +142,9 @@ def _started_writing(folder: Path, stamps: dict[str, int]) -> bool:
 
 def _aggregate_child(exp: Path, out: Path, figures: bool) -> int:
     """Fork a process that runs the aggregation (this process has imported it already); return its PID."""
-    import rayjobs.figures  # noqa: F401  (imported once here, not in every child)
-    import rayjobs.report  # noqa: F401
-    from rayjobs.aggregate import aggregate
+    import rayjobs.analysis.figures  # noqa: F401  (imported once here, not in every child)
+    import rayjobs.analysis.report  # noqa: F401
+    from rayjobs.analysis.aggregate import aggregate
 
     pid = os.fork()
     if pid == 0:  # the child: the aggregation, then out without Python's shutdown

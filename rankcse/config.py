@@ -20,16 +20,12 @@ from typing import Any
 import yaml
 
 from rankcse.errors import ConfigError
-from rankcse.names import NORMALIZATIONS, POOLERS, RR_KINDS, RR_TARGETS, STS_TASKS
+from rankcse.names import DEFAULT_PHASE_METRIC, NORMALIZATIONS, POOLERS, PROBE_METRICS, RR_KINDS, RR_TARGETS, STS_TASKS
 from rankcse.rr_schedule import RRSchedule
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: Largest seed: NumPy's legacy generator takes 0 .. 2**32 - 1 (torch takes more).
 MAX_SEED = 2**32 - 1
-PROBE_METRICS = ("erank_vne", "erank_sv", "energy_rank_99", "energy_rank_95", "energy_rank_90", "stable_rank")
-#: The rank that splits training into phases and drives the after_peak RR schedule: the paper's analysis rank
-#: (SPEC 2.1). Chosen over erank_vne on measured peaks, see README "Which rank defines the phases".
-DEFAULT_PHASE_METRIC = "energy_rank_99"
 
 
 def flag(default: Any, help: str, metavar: str | None = None) -> Any:

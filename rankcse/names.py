@@ -69,3 +69,10 @@ NORMALIZATIONS: tuple[str, ...] = ("l2", "raw", "centered")
 RR_KINDS: tuple[str, ...] = ("vne", "sv")
 #: Which training representation the RR penalty sees.
 RR_TARGETS: tuple[str, ...] = ("z1_post_mlp", "z1_pre_mlp", "both_views")
+
+# -- probe ranks and the phase rank (rankcse.config and rayjobs.analysis read them) --
+#: The probe rank metrics logged at every evaluation (``probe/<name>``).
+PROBE_METRICS: tuple[str, ...] = ("erank_vne", "erank_sv", "energy_rank_99", "energy_rank_95", "energy_rank_90", "stable_rank")
+#: The rank that splits training into phases and drives the after_peak RR schedule: the paper's analysis rank
+#: (SPEC 2.1). Chosen over erank_vne on measured peaks, see README "Which rank defines the phases".
+DEFAULT_PHASE_METRIC = "energy_rank_99"

@@ -15,8 +15,8 @@ import pytest
 from scipy import stats
 
 from rankcse.errors import ConfigError
-from rayjobs.aggregate import aggregate, parse_only
-from rayjobs.schema import check_table
+from rayjobs.analysis.aggregate import aggregate, parse_only
+from rayjobs.analysis.schema import check_table
 
 STEPS = np.arange(0, 210, 10)
 SCORES = ("sts12", "sts13", "sts14", "sts15", "sts16", "stsb", "sickr")
@@ -286,7 +286,7 @@ def test_plain_train_runs_are_read_too(tmp_path):
 
 
 def test_documented_schema_is_the_one_in_the_code():
-    from rayjobs.schema import markdown_doc
+    from rayjobs.analysis.schema import markdown_doc
 
     root = Path(__file__).resolve().parent.parent
     assert markdown_doc() in (root / "results" / "README.md").read_text()
@@ -321,6 +321,33 @@ def test_probing_accuracy_flows_into_the_tables_by_phase(tmp_path):
     assert trials["probing/sentlen_gen"].item() == pytest.approx(0.61)
     assert check_table(tmp_path / "out" / "probing.parquet") == []
     assert "Probing across phases" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_probing_table_is_per_condition_not_pooled_over_schedules_or_axes(tmp_path):
+    """probing.parquet groups by every grid axis but the seed, as the summary: RR 0.1 always, RR 0.1 warmup:40 and an extra
+    axis' second value are three conditions with their own accuracy (once pooled into one method x RR row, issue 22)."""
+    root = tmp_path / "conditions"
+    rank, dev = curves(60, 150, 0, 0.1)
+    cells = {
+        0.40: {"method": "simcse", "rr_coef": 0.1, "rr_schedule": "always", "seed": 0, "temp": 0.05},
+        0.50: {"method": "simcse", "rr_coef": 0.1, "rr_schedule": "warmup:40", "seed": 0, "temp": 0.05},
+        0.60: {"method": "simcse", "rr_coef": 0.1, "rr_schedule": "always", "seed": 0, "temp": 0.1},
+    }
+    for n, (acc, cell) in enumerate(cells.items()):
+        folder = write_tune_trial(root, f"cond{n}_00000", cell, rank, dev, {"stsb": 0.7, "avg": 0.7})
+        lines = [json.loads(x) for x in (folder / "run" / "metrics.jsonl").read_text().splitlines()]
+        for record in lines:
+            record["probing/sentlen_gen"] = acc if record["step"] in (0, 100, 200) else None
+        (folder / "run" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    aggregate(root, tmp_path / "out", window=1, n_boot=50, figures=False)
+    probing = pd.read_parquet(tmp_path / "out" / "probing.parquet")
+    tasks = probing[probing["level"] == "task"]
+    assert len(tasks) == 3 and (tasks["n_trials"] == 1).all(), tasks.to_string()
+    got = {(r["rr_schedule"], float(r["temp"])): r["acc_start_mean"] for _, r in tasks.iterrows()}
+    assert got == pytest.approx({(c["rr_schedule"], c["temp"]): acc for acc, c in cells.items()})
+    assert check_table(tmp_path / "out" / "probing.parquet") == []
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| method | RR | rr_schedule | temp | group |" in report
 
 
 def test_only_keeps_the_matching_cells(experiment, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 import ray
 import yaml
 
-from rayjobs.cluster_config import (
+from rayjobs.cluster.cluster_config import (
     ClusterConfigError,
     gpu_node_types,
     load_cluster_config,

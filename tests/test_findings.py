@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from scipy import stats
 
-from rayjobs.findings import CONTRADICTED, NOT_ENOUGH, SUPPORTED, compute_findings
+from rayjobs.analysis.findings import CONTRADICTED, NOT_ENOUGH, SUPPORTED, compute_findings
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = np.arange(0, 260, 25)

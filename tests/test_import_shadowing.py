@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from support import run_command
 
 import rankcse
 
 ROOT = Path(__file__).resolve().parent.parent
-# What a Tune trial imports first (rayjobs/trainable.py -> rankcse.train -> rankcse.model_card -> `from rankcse import __version__`).
+# What a Tune trial imports first (rayjobs/tuning/trainable.py -> rankcse.train -> rankcse.model_card -> `from rankcse import __version__`).
 TRIAL_IMPORTS = "import rankcse.train, rankcse; print(rankcse.__file__)"
 
 
@@ -75,3 +76,21 @@ def test_a_sweep_submitted_as_ray_submit_runs_it_trains_its_trials(tmp_path, tin
     assert proc.returncode == 0, output[-4000:]
     trials = pd.read_parquet(home / "results" / "smoke" / "trials.parquet")
     assert len(trials) == 1 and trials["status"].tolist() == ["completed"], trials.to_string()
+
+
+def test_no_module_of_the_script_folder_shadows_the_standard_library():
+    """``python rayjobs/sweep.py`` puts rayjobs/ first on sys.path (and Ray passes it to the trials): none of its modules or
+    packages may take a standard-library name (rayjobs/statistics.py once shadowed ``statistics``, which MLflow imports)."""
+    folder = ROOT / "rayjobs"
+    names = {p.stem for p in folder.glob("*.py")} | {p.name for p in folder.iterdir() if (p / "__init__.py").is_file()}
+    assert names & set(sys.stdlib_module_names) == set()
+
+
+@pytest.mark.parametrize("where", ["checkout", "elsewhere"])
+def test_the_sweep_script_runs_from_any_working_directory(tmp_path, where):
+    """No sys.path rewrite: the script finds the installed package from the checkout and from any other folder."""
+    cwd = ROOT if where == "checkout" else tmp_path
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = run_command([sys.executable, str(ROOT / "rayjobs" / "sweep.py"), "--preset", "demo", "--dry-run"], 300, cwd=cwd, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "simcse_rr0.1_always_seed2" in proc.stdout

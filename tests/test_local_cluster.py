@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from support import ROOT, SWEEP, run_command, scaled, wait_output
 
-from rayjobs import local_cluster
+from rayjobs.cluster import local_cluster
 
 pytestmark = pytest.mark.cluster
 MAX_STEPS, EVAL_EVERY = 150, 25

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rayjobs.probing_summary import compare_rr, per_trial, summarize_probing
+from rayjobs.analysis.probing_summary import compare_rr, per_trial, summarize_probing
 
 # (step, phase): Phase 1 up to the rank peak at step 50, Phase 2 up to the best step 100, then post
 SCHEDULE = [(0, 1), (25, 1), (50, 1), (75, 2), (100, 2), (125, 3)]

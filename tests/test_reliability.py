@@ -31,8 +31,8 @@ from rankcse.errors import CheckpointWriteError
 from rankcse.evaluation.sts import resolve_data_dir
 from rankcse.methods import METHODS
 from rankcse.train import run
-from rayjobs import sweep
-from rayjobs.aggregate import aggregate
+from rayjobs.analysis.aggregate import aggregate
+from rayjobs.tuning import driver as sweep
 
 
 def _tree(folder: Path) -> dict[str, str]:

@@ -23,9 +23,10 @@ import pandas as pd
 import pytest
 
 from rankcse.cli import main
-from rayjobs import local_cluster, sweep
-from rayjobs.aggregate import aggregate
-from rayjobs.folder_swap import recover
+from rayjobs.analysis.aggregate import aggregate
+from rayjobs.analysis.folder_swap import recover
+from rayjobs.cluster import local_cluster
+from rayjobs.tuning import driver as sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = list(range(0, 110, 10))

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from rankcse.errors import ConfigError
-from rayjobs import ssh_rehearsal
-from rayjobs.rehearsal_config import CPU_TORCH, PORT_ENV, PORT_FLAGS, rehearsal_config
+from rayjobs.cluster import ssh_rehearsal
+from rayjobs.cluster.rehearsal_config import CPU_TORCH, PORT_ENV, PORT_FLAGS, rehearsal_config
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ("up", "dashboard", "submit", "exec", "rsync-down", "down", "no-ray")
@@ -108,7 +108,7 @@ def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def _session_pids(sid: int) -> list[int]:
-    from rayjobs.local_cluster import session_pids
+    from rayjobs.cluster.local_cluster import session_pids
 
     return session_pids(sid)
 

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rayjobs.aggregate import summarize
-from rayjobs.findings import SUPPORTED, compute_findings
+from rayjobs.analysis.aggregate import summarize
+from rayjobs.analysis.findings import SUPPORTED, compute_findings
 
 SWEEPS = 200
 SEEDS = 6
@@ -128,7 +128,7 @@ def test_nominal_95_percent_intervals_cover_the_truth_and_a_null_sweep_is_rarely
 def test_a_null_correlation_with_three_evaluations_per_trial_is_not_overconfident(rho):
     """Phases of three evaluations (the smallest usable): per-trial r of three points is far from normal on z,
     yet the t-test over trials keeps its level (a false positive in at most 7.5 % of 400 null sweeps)."""
-    from rayjobs.statistics import combine_trial_correlations, trial_correlation
+    from rayjobs.analysis.inference import combine_trial_correlations, trial_correlation
 
     rng = np.random.default_rng(3)
     false = 0

@@ -16,7 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 from support import ROOT, SWEEP, run_command, scaled
 
-from rayjobs.schema import check_table
+from rayjobs.analysis.schema import check_table
+from rayjobs.layout import BACKUP_DIR, meta_dir, spec_path
+from rayjobs.ray_compat import EXPERIMENT_STATE_PREFIX, experiment_state_files
 
 TABLES = ("steps", "trials", "summary", "correlations")
 pytestmark = pytest.mark.ray
@@ -147,7 +149,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tiny_model_dir,
     deadline = time.monotonic() + scaled(900)
     while time.monotonic() < deadline:
         done, running = _finished(exp)
-        if len(done) >= 2 and running and list(exp.glob("experiment_state-*.json")):
+        if len(done) >= 2 and running and experiment_state_files(exp):
             break
         assert driver.poll() is None, "the sweep ended before it could be killed"
         time.sleep(0.2)
@@ -158,7 +160,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tiny_model_dir,
     driver.wait(30)
     before = {t.name: ((t / "run" / "metrics.jsonl").read_bytes(), (t / "run" / "final.json").stat().st_mtime_ns) for t in done}
     # The driver may die while Tune writes its state: simulate the worst case, an empty experiment state file.
-    newest = sorted(exp.glob("experiment_state-*.json"))[-1]
+    newest = experiment_state_files(exp)[-1]
     newest.write_text("")
 
     proc = run_sweep(*args, "--output-dir", str(tmp_path / "out"), "--address", "local", "--resume")
@@ -178,14 +180,14 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tiny_model_dir,
         assert (exp / name / "run" / "final.json").stat().st_mtime_ns == mtime
 
     # A broken state with no kept copy is refused, never silently replaced by an empty experiment.
-    sorted(exp.glob("experiment_state-*.json"))[-1].write_text("")
-    for extra in exp.glob("experiment_state-*.json"):
+    experiment_state_files(exp)[-1].write_text("")
+    for extra in experiment_state_files(exp):
         extra.write_text("")
-    for kept in (exp / ".rankcse" / "state_backup").glob("experiment_state-*"):
+    for kept in (meta_dir(exp) / BACKUP_DIR).glob(f"{EXPERIMENT_STATE_PREFIX}-*"):
         kept.unlink()
     refused = run_sweep(*args, "--resume", "--address", "local")
     assert refused.returncode == 2 and "cannot resume" in refused.stderr and "--overwrite" in refused.stderr
-    assert json.loads((exp / ".rankcse" / "sweep.json").read_text())["spec"]["name"] == "killed"
+    assert json.loads(spec_path(exp).read_text())["spec"]["name"] == "killed"
 
 
 def test_a_gpu_request_without_gpus_fails_at_once(tmp_path):

@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from rankcse.errors import ConfigError
-from rayjobs import sweep
-from rayjobs.spec import PRESET_DIR, Fault, SweepSpec, cell_label, preset_names
+from rayjobs.layout import cell_label
+from rayjobs.tuning import driver as sweep
+from rayjobs.tuning.spec import PRESET_DIR, Fault, SweepSpec, preset_names
 
 #: The presets the README describes, with the trial counts that stay put (every preset is checked against its own grid).
 SHIPPED, TRIALS = ("smoke", "demo", "study", "paper"), {"smoke": 8, "paper": 150}

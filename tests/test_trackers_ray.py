@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 from support import ROOT, SWEEP, run_command
 
+from rayjobs.layout import WANDB_DIR, meta_dir
+
 pytestmark = pytest.mark.ray
 STEPS = [0, 2]  # --max-steps 2 --eval-every 2
 SERIES = ("stsb_dev", "probe/energy_rank_99", "probe/erank_vne", "alignment", "uniformity", "loss/cl", "loss/rr")
@@ -113,7 +115,7 @@ def test_mlflow_has_one_run_per_trial_with_the_cell_and_every_evaluation(sweep, 
 
 
 def test_wandb_offline_runs_hold_the_same_history(sweep):
-    folders = sorted((sweep["exp"] / ".rankcse" / "wandb").glob("offline-run-*"))
+    folders = sorted((meta_dir(sweep["exp"]) / WANDB_DIR).glob("offline-run-*"))
     assert len(folders) == 3  # two trials and the sweep's summary run
     histories = {}
     for folder in folders:

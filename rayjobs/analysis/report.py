@@ -10,24 +10,14 @@ from typing import Any
 import pandas as pd
 
 from rankcse.io import write_text_atomic
-from rayjobs import schema
-from rayjobs.conditions import REPLICA, replicas
-from rayjobs.histories import COMPLETED, CORRUPT, Trial
+from rankcse.names import DISPLAY_NAMES, PRIMARY
+from rayjobs.analysis import schema
+from rayjobs.analysis.conditions import REPLICA, replicas
+from rayjobs.analysis.histories import COMPLETED, CORRUPT, Trial
 
-HEADLINE_METRICS = ("avg", "stsb", "sickr", "best_stsb_dev", "avg_rank")
+HEADLINE_METRICS = ("avg", "stsb", "sickr", PRIMARY.best, "avg_rank")
 #: Readable names of the trials table's score columns.
-NAMES = {
-    "avg": "STS test average (7 sets)",
-    "stsb": "STS-B test",
-    "sickr": "SICK-R test",
-    "best_stsb_dev": "best STS-B dev",
-    "avg_rank": "average rank up to the best step",
-    "sts12": "STS12",
-    "sts13": "STS13",
-    "sts14": "STS14",
-    "sts15": "STS15",
-    "sts16": "STS16",
-}
+NAMES = {**DISPLAY_NAMES, PRIMARY.best: f"best {PRIMARY.display}", "avg_rank": "average rank up to the best step"}
 
 
 def _fmt(value: Any, scale: float = 1.0, digits: int = 2) -> str:
@@ -47,8 +37,8 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def _baseline(trials: pd.DataFrame, steps: pd.DataFrame, metric: str, rank_column: str) -> float | None:
     """The pre-trained model's value of ``metric`` (step 0): recorded test scores, its STS-B dev, its rank; None if unknown."""
-    if metric == "best_stsb_dev" and len(steps) and "stsb_dev" in steps:
-        start = steps.loc[steps["step"] == 0, "stsb_dev"].dropna()
+    if metric == PRIMARY.best and len(steps) and PRIMARY.name in steps:
+        start = steps.loc[steps["step"] == 0, PRIMARY.name].dropna()
         return float(start.median()) if len(start) else None
     if metric == "avg_rank" and len(steps) and rank_column in steps:
         start = steps.loc[steps["step"] == 0, rank_column].dropna()
@@ -78,7 +68,8 @@ def _summary_section(summary: pd.DataFrame, trials: pd.DataFrame, steps: pd.Data
         part = summary[summary["metric"] == metric].sort_values(["method", "rr_schedule", "rr_coef"])
         scale, unit = (1.0, "") if metric.startswith("avg_rank") else (100.0, " ×100")
         start = _baseline(trials, steps, metric, rank_column)
-        what = {"best_stsb_dev": "STS-B dev at step 0", "avg_rank": f"{rank_column.split('/')[-1]} at step 0"}.get(metric, "test score")
+        at_start = {PRIMARY.best: f"{PRIMARY.display} at step 0", "avg_rank": f"{rank_column.split('/')[-1]} at step 0"}
+        what = at_start.get(metric, "test score")
         rows = [
             [
                 "pre-trained",
@@ -123,7 +114,7 @@ def _correlation_section(corr: pd.DataFrame, rank_column: str) -> list[str]:
     if corr.empty:
         return ["No correlations could be computed (too few completed trials or evaluations).", ""]
     out = []
-    phase = corr[(corr["analysis"] == "rank_vs_stsb_dev") & (corr["rank_metric"] == rank_column)]
+    phase = corr[(corr["analysis"] == f"rank_vs_{PRIMARY.name}") & (corr["rank_metric"] == rank_column)]
     if not phase.empty:
         per = phase[phase["scope"] == "trial"]
         if not per.empty:
@@ -372,7 +363,7 @@ def _trials_section(trials: pd.DataFrame, read: list[Trial], counts: dict[str, i
                 _fmt(r["steps_done"]),
                 _fmt(r.get("peak_step"), 1.0, 0),
                 _fmt(r.get("best_step"), 1.0, 0),
-                _fmt(r.get("best_stsb_dev"), 100.0),
+                _fmt(r.get(PRIMARY.best), 100.0),
                 _fmt(r.get("avg"), 100.0),
                 r.get("phase_flag") if isinstance(r.get("phase_flag"), str) else "–",
                 _rr_on_text(r, replica),
@@ -446,7 +437,7 @@ def write_report(
         "",
     ]
     if "findings" in tables:
-        from rayjobs.findings import phase_split_by_metric
+        from rayjobs.analysis.findings import phase_split_by_metric
 
         axes = [c for c in tables["trials"].columns if c not in schema.TRIALS and not c.startswith(tuple(schema.TRIALS_PREFIXES))]
         split = phase_split_by_metric(tables["steps"], tables["trials"], axes, window)
@@ -456,10 +447,15 @@ def write_report(
     lines += ["## Correlations", ""] + _correlation_section(tables["correlations"], rank_column)
     if "probing" in tables:
         groups = tables["probing"][tables["probing"]["level"] == "group"]
+        # the other condition columns (schedule, model, extra axes) only where the table has more than one value of them
+        fixed = {"method", "rr_coef", "rr", "level", "group", "surrogate", "task", "n_trials"}
+        varying = [c for c in groups.columns if c not in fixed and not c.startswith(tuple(schema.PROBING_PREFIXES))]
+        varying = [c for c in varying if groups[c].astype(str).nunique(dropna=False) > 1]
         rows = [
             [
                 r["method"],
                 f"{r['rr_coef']:g}",
+                *(str(r[c]) for c in varying),
                 r["group"],
                 "yes" if r["surrogate"] else "no",
                 int(r["n_trials"]),
@@ -475,7 +471,7 @@ def write_report(
             "Accuracy change ×100 over Phase 1 (start → rank peak) and Phase 2 (peak → best step); "
             "surrogate tasks are generated, not SentEval's data.",
             "",
-            markdown_table(["method", "RR", "group", "surrogate", "trials", "Δ Phase 1", "Δ Phase 2", "acc at best"], rows),
+            markdown_table(["method", "RR", *varying, "group", "surrogate", "trials", "Δ Phase 1", "Δ Phase 2", "acc at best"], rows),
             "",
         ]
     if figures:

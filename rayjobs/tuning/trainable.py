@@ -23,20 +23,21 @@ from typing import Any
 import ray
 from ray import tune
 
-from rankcse.config import STS_TASKS
 from rankcse.errors import TrainingCollapsed
 from rankcse.io import FINAL_FILE
+from rankcse.names import PRIMARY, STS_TASKS
 from rankcse.train import run
-from rayjobs.devices import trial_device
-from rayjobs.ray_compat import CHECKPOINT_LOGGER
-from rayjobs.spec import Fault, SweepSpec, cell_label
+from rayjobs.layout import cell_label
+from rayjobs.ray_compat import CHECKPOINT_LOGGER, trial_folder
+from rayjobs.tuning.devices import trial_device
+from rayjobs.tuning.spec import Fault, SweepSpec
 
 RUN_DIR = "run"
 POINTER_FILE = "rankcse_checkpoint.json"
 FAULT_COUNT_FILE = "injected_faults.json"
 #: Shown first, so Tune's status table (which picks the first few metrics) shows these.
-HEADLINE = ("step", "stsb_dev", "probe/erank_vne", "probe/energy_rank_99")
-FINAL_KEYS = (*STS_TASKS, "avg", "best_step", "best_stsb_dev", "train_seconds", "collapsed", "no_improvement")
+HEADLINE = ("step", PRIMARY.name, "probe/erank_vne", "probe/energy_rank_99")
+FINAL_KEYS = (*STS_TASKS, "avg", "best_step", PRIMARY.best, "train_seconds", "collapsed", "no_improvement")
 
 log = logging.getLogger("rayjobs")
 
@@ -116,7 +117,7 @@ def train_trial(config: dict[str, Any], sweep: dict[str, Any], trial_logs: bool 
     spec = SweepSpec.from_dict(sweep)
     cell = {axis: config[axis] for axis in spec.axes()}
     _configure_logging(trial_logs)
-    trial_dir = Path(tune.get_context().get_storage().trial_fs_path)
+    trial_dir = trial_folder()
     run_dir = trial_dir / RUN_DIR
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None and _pointer(checkpoint).get("done"):

@@ -23,12 +23,10 @@ from ray.tune import Callback
 
 from rankcse.errors import ConfigError
 from rankcse.io import write_json_atomic
+from rayjobs.layout import BACKUP_DIR, meta_dir, spec_path
 from rayjobs.ray_compat import EXPERIMENT_STATE_PREFIX, EXPERIMENT_STATE_TRIALS_KEY, STATE_PATTERNS, TUNER_FILE
-from rayjobs.spec import META_DIR, spec_path
 
 log = logging.getLogger("rayjobs")
-
-BACKUP_DIR = "state_backup"
 
 
 def write_spec(experiment_dir: Path, record: dict[str, Any]) -> None:
@@ -63,7 +61,7 @@ class StateBackup(Callback):
 
     def __init__(self, experiment_dir: Path, every_seconds: float = 2.0) -> None:
         self.experiment_dir = Path(experiment_dir)
-        self.backup = self.experiment_dir / META_DIR / BACKUP_DIR
+        self.backup = meta_dir(self.experiment_dir) / BACKUP_DIR
         self.every = every_seconds
         self._last = 0.0
         self._seen: dict[str, float] = {}
@@ -109,7 +107,7 @@ def prepare_resume(experiment_dir: Path) -> list[str]:
     when no whole copy exists.
     """
     experiment_dir = Path(experiment_dir)
-    backup = experiment_dir / META_DIR / BACKUP_DIR
+    backup = meta_dir(experiment_dir) / BACKUP_DIR
     repaired: list[str] = []
     for pattern in (TUNER_FILE, *STATE_PATTERNS):
         newest = _newest(experiment_dir, pattern)

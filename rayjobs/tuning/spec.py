@@ -21,8 +21,9 @@ import yaml
 
 from rankcse.config import TrainConfig, yaml_problem
 from rankcse.errors import ConfigError
+from rayjobs.layout import cell_label
 
-PRESET_DIR = Path(__file__).resolve().parent / "presets"
+PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 #: The axes every sweep has (each a list; one value means the axis is fixed).
 CORE_AXES = ("method", "rr_coef", "rr_schedule", "seed")
 #: Settings the sweep sets per trial from its resources; a preset's ``train`` section may not.
@@ -279,45 +280,3 @@ class SweepSpec:
             from rankcse.corpus import read_text_corpus
 
             read_text_corpus(str(train_file), max_sentences=1000)
-
-
-def cell_label(cell: dict[str, Any]) -> str:
-    """Short, file-name-safe label of a grid cell, e.g. ``simcse_rr0.1_always_seed0``."""
-    parts = []
-    for key, value in cell.items():
-        text = f"{value:g}" if isinstance(value, float) else str(value)
-        if key == "method":
-            parts.append(text)
-        elif key == "rr_coef":
-            parts.append(f"rr{text}")
-        elif key == "rr_schedule":
-            parts.append(text)
-        elif key == "seed":
-            parts.append(f"seed{text}")
-        else:
-            parts.append(f"{key.split('.')[-1]}={text}")
-    return "_".join("".join(ch if ch.isalnum() or ch in "._=-" else "-" for ch in p) for p in parts)
-
-
-#: The sweep's own record (the spec it was started with) lives in ``<experiment>/.rankcse/sweep.json``.
-META_DIR = ".rankcse"
-SPEC_FILE = "sweep.json"
-
-
-def spec_path(experiment_dir: Path) -> Path:
-    """Where the sweep's own record lives."""
-    return Path(experiment_dir) / META_DIR / SPEC_FILE
-
-
-def read_sweep_record(experiment_dir: Path) -> dict[str, Any]:
-    """The record written when the sweep started; a ConfigError says what is wrong when it is missing or corrupt."""
-    path = spec_path(experiment_dir)
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{experiment_dir} is not a rankcse sweep (no {META_DIR}/{SPEC_FILE}); check --storage-path and --name") from None
-    except (OSError, ValueError):
-        raise ConfigError(f"{path} is corrupt; start the sweep again with --overwrite") from None
-    if not isinstance(record, dict):
-        raise ConfigError(f"{path} is corrupt; start the sweep again with --overwrite")
-    return record

@@ -95,7 +95,7 @@ def check_resources(
 
 def check_cuda(cpus_per_trial: float, gpus_per_trial: float, timeout: float = 600.0) -> None:
     """Run a trial-sized task on a GPU node and fail at once, with the cause, when its torch sees no CUDA."""
-    from rayjobs.devices import GPUWithoutCUDA, cuda_report, no_cuda_message
+    from rayjobs.tuning.devices import GPUWithoutCUDA, cuda_report, no_cuda_message
 
     probe = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0)(cuda_report)
     try:

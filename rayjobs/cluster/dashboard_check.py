@@ -33,7 +33,7 @@ CHROMIUM_FLAGS = (
 )
 
 
-#: The actor class of a Tune trial of a function trainable (rayjobs.trainable.train_trial) in the dashboard's actor list.
+#: The actor class of a Tune trial of a function trainable (rayjobs.tuning.trainable.train_trial) in the dashboard's actor list.
 TRIAL_ACTOR_CLASS = "ImplicitFunc"
 
 

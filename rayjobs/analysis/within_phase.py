@@ -4,7 +4,7 @@ Every trial's series is split at its own rank peak (:func:`rankcse.phases.split_
 Within a phase a trial's Pearson r and Spearman rho are computed only when the phase holds at least
 :data:`MIN_EVALS` evaluations and the rank moves in it by more than its resolution (else the correlation is
 of quantisation noise); the trials' correlations are then combined on Fisher's z scale with a t-test over
-trials (:func:`rayjobs.statistics.combine_trial_correlations`). No p-value treats the evaluations of one
+trials (:func:`rayjobs.analysis.inference.combine_trial_correlations`). No p-value treats the evaluations of one
 run as independent. Each phase has a primary definition and a sensitivity variant (:data:`VARIANTS`).
 """
 
@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rankcse import names
 from rankcse.phases import PHASE_1, PHASE_2, PhaseSplit, split_phases
-from rayjobs.statistics import combine_trial_correlations, trial_correlation
+from rayjobs.analysis.inference import combine_trial_correlations, trial_correlation
 
 #: Evaluations a trial needs within a phase for its correlation.
 MIN_EVALS = 3
@@ -46,14 +47,14 @@ def label(steps: pd.DataFrame, trial_ids: set[str] | list[str], rank_column: str
     """Split every listed trial's series of ``rank_column`` (trials without it, or with < 2 evaluations, are left out)."""
     splits: dict[str, tuple[PhaseSplit, np.ndarray]] = {}
     series: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
-    columns = ["trial_id", "step", "rank", "stsb_dev", "phase"]
+    columns = ["trial_id", "step", "rank", names.PRIMARY.name, "phase"]
     if rank_column not in steps:
         return Labelled(pd.DataFrame(columns=columns), splits, series)
     part = steps[steps["trial_id"].isin(set(trial_ids))].sort_values(["trial_id", "step"], kind="stable")
     ids = part["trial_id"].astype(str).to_numpy()
     all_steps = part["step"].to_numpy()
     all_rank = part[rank_column].to_numpy(dtype=np.float64, na_value=np.nan)
-    all_score = part["stsb_dev"].to_numpy(dtype=np.float64, na_value=np.nan)
+    all_score = part[names.PRIMARY.name].to_numpy(dtype=np.float64, na_value=np.nan)
     bounds = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1], True]) if ids.size else np.array([0])
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         rank, score, step = all_rank[lo:hi], all_score[lo:hi], all_steps[lo:hi]

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from rankcse.errors import ConfigError
+from rayjobs import ray_compat
 
 CPU_TORCH = "pip install -q torch==2.13.0"
 #: `ray start --head` flags given a free port each, plus the two metrics ports Ray takes from the environment.
@@ -55,9 +56,7 @@ class RehearsalConfig:
 
 def ray_defaults(provider: str = "local") -> dict[str, Any]:
     """Ray's defaults for a provider: what ``ray up`` fills in for the keys a config leaves out."""
-    import ray.autoscaler
-
-    return yaml.safe_load((Path(ray.autoscaler.__file__).parent / provider / "defaults.yaml").read_text())
+    return ray_compat.provider_defaults(provider)
 
 
 def _is_project_install(command: str) -> bool:

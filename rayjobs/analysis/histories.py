@@ -24,7 +24,7 @@ from typing import Any
 
 from rankcse.errors import ConfigError
 from rankcse.io import CONFIG_FILE, FINAL_FILE, METRICS_FILE, PROVENANCE_FILE, read_jsonl
-from rayjobs.spec import read_sweep_record
+from rayjobs.layout import META_DIR, read_sweep_record
 
 COMPLETED, ERRORED, INCOMPLETE, CORRUPT, DUPLICATE = "completed", "errored", "incomplete", "corrupt", "duplicate"
 #: A finished trial whose history of evaluations is cut (rows are missing); one whose representation collapsed.
@@ -32,7 +32,7 @@ TRUNCATED, COLLAPSED = "truncated", "collapsed"
 #: Order of preference when a grid cell has several folders.
 PREFERENCE = {COMPLETED: 5, TRUNCATED: 4, COLLAPSED: 3, INCOMPLETE: 2, ERRORED: 1}
 #: Folders never searched for trials.
-SKIP_DIRS = {"run", "best", "last", ".rankcse", "__pycache__"}
+SKIP_DIRS = {"run", "best", "last", META_DIR, "__pycache__"}
 CORE_KEYS = ("method", "seed", "rr_coef", "rr_schedule", "model")
 #: Settings of a plain run that do not define what it computes (bookkeeping and speed): two runs differing only in
 #: these are the same run. Every other setting of its config.json tells runs apart.
@@ -159,7 +159,7 @@ def read_sweep_spec(experiment_dir: Path) -> dict[str, Any] | None:
 
 
 def read_tune_trial(folder: Path, root: Path, spec: dict[str, Any] | None = None) -> Trial:
-    """A trial folder written by Tune (and ``rayjobs/trainable.py``); ``spec`` is the sweep's recorded spec."""
+    """A trial folder written by Tune (and ``rayjobs/tuning/trainable.py``); ``spec`` is the sweep's recorded spec."""
     rel = folder.relative_to(root).as_posix()
     damage: list[str] = []
     try:

@@ -14,14 +14,15 @@ import numpy as np
 import pandas as pd
 
 from rankcse.io import atomic_path
-from rayjobs.conditions import replicas
-from rayjobs.histories import COMPLETED
-from rayjobs.report import NAMES
+from rankcse.names import PRIMARY
+from rayjobs.analysis.conditions import replicas
+from rayjobs.analysis.histories import COMPLETED
+from rayjobs.analysis.report import NAMES
 
 DPI = 110
 #: Fewest points a least-squares line is drawn through.
 MIN_FIT_POINTS = 5
-SCORES = ("avg", "stsb", "sickr", "best_stsb_dev")
+SCORES = ("avg", "stsb", "sickr", PRIMARY.best)
 
 
 def _colors(values: list) -> dict:
@@ -80,7 +81,7 @@ def rank_and_stsb_over_steps(steps: pd.DataFrame, trials: pd.DataFrame, rank_col
                 continue
             color, label = colors[(coef, schedule)], _rr_label(coef, schedule)
             seeds = cur["trial_id"].nunique()
-            for ax, column, scale in ((top, rank_column, 1.0), (bottom, "stsb_dev", 100.0)):
+            for ax, column, scale in ((top, rank_column, 1.0), (bottom, PRIMARY.name, 100.0)):
                 stats = cur.groupby("step")[column].agg(["mean", "std"])
                 mean, std = scale * stats["mean"], scale * stats["std"].fillna(0.0)
                 ax.plot(stats.index, mean, color=color, lw=1.6, label=f"{label} ({seeds} seeds)")
@@ -144,7 +145,7 @@ def rank_vs_seed_std(summary: pd.DataFrame, path: Path, rank_column: str = "prob
     line only through at least MIN_FIT_POINTS conditions."""
     keys = ["method", "rr_coef", "rr_schedule", "model"]
     ranks = summary[summary["metric"] == "avg_rank"].set_index(keys)["mean"]
-    for metric in ("avg", "stsb", "best_stsb_dev"):
+    for metric in ("avg", "stsb", PRIMARY.best):
         spread = summary[(summary["metric"] == metric) & (summary["n"] >= 2)].set_index(keys)["std"]
         if not spread.empty:
             break

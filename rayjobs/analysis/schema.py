@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rankcse.io import atomic_path
+from rankcse.names import PRIMARY
 
 SCHEMA_VERSION = 2
 
@@ -47,8 +48,8 @@ STEPS: dict[str, tuple[str, str]] = {
     "lr": ("float64", "learning rate"),
     "train_seconds": ("float64", "training time so far (evaluation excluded)"),
     "eval_seconds": ("float64", "time of this evaluation"),
-    "stsb_dev": ("float64", "STS-B dev Spearman (fraction), the checkpoint-selection metric"),
-    "stsb_dev_pearson": ("float64", "STS-B dev Pearson"),
+    PRIMARY.name: ("float64", "STS-B dev Spearman (fraction), the checkpoint-selection metric"),
+    f"{PRIMARY.name}_pearson": ("float64", "STS-B dev Pearson"),
     "alignment": ("float64", "Wang & Isola alignment on STS-B dev pairs with gold score > 4 (lower is better)"),
     "uniformity": ("float64", "Wang & Isola uniformity on STS-B dev sentences (lower is better)"),
 }
@@ -86,7 +87,7 @@ TRIALS: dict[str, tuple[str, str]] = {
     "peak_rank": ("float64", "phase rank metric at the peak (raw value)"),
     "peak_energy_rank_99": ("float64", "energy rank (tau 0.99) at the peak step"),
     "best_step": ("float64", "step of the best STS-B dev (step 0 excluded)"),
-    "best_stsb_dev": ("float64", "best STS-B dev Spearman"),
+    PRIMARY.best: ("float64", "best STS-B dev Spearman"),
     "rank_at_best": ("float64", "phase rank metric at the best step"),
     "avg_rank": ("float64", "mean phase rank metric over the evaluations up to the best step (the paper's average rank)"),
     "avg_energy_rank_99": ("float64", "mean energy rank (tau 0.99) over the evaluations up to the best step"),
@@ -214,6 +215,8 @@ FINDINGS: dict[str, tuple[str, str]] = {
 PROBING: dict[str, tuple[str, str]] = {
     "method": ("string", "method"),
     "rr_coef": ("float64", "RR coefficient"),
+    "rr_schedule": ("string", "RR schedule (after_peak trials whose RR never switched on are left out, as in the summary)"),
+    "model": ("string", "model name or folder"),
     "rr": ("bool", "rr_coef > 0"),
     "level": ("string", "task or group (surface / syntactic / semantic: the mean over its tasks within a trial)"),
     "group": ("string", "Conneau et al. (2018) group of the task"),

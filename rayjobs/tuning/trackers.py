@@ -21,7 +21,9 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.air.integrations.wandb import WandbLoggerCallback
 
 from rankcse.errors import ConfigError
-from rayjobs.spec import SweepSpec, cell_label
+from rayjobs.layout import TRACKERS_FILE, WANDB_DIR, cell_label, meta_dir
+from rayjobs.ray_compat import mlflow_trial_runs, wandb_trial_start
+from rayjobs.tuning.spec import SweepSpec
 
 #: Tune's bookkeeping keys in a result, not the trial's measurements.
 TUNE_KEYS = {
@@ -44,7 +46,6 @@ TUNE_KEYS = {
     "episodes_total",
     "timesteps_since_restore",
 }
-STATE_FILE = "trackers.json"
 
 
 def measurements(result: dict[str, Any]) -> dict[str, float]:
@@ -146,14 +147,15 @@ class MLflowTrialLogger(MLflowLoggerCallback):
     def log_trial_start(self, trial: Any) -> None:
         spec = SweepSpec.from_dict(self.sweep)
         cell = _cell(spec, trial)
-        if trial not in self._trial_runs:
+        runs = mlflow_trial_runs(self)
+        if trial not in runs:
             tags = {**self.tags, "trial_name": str(trial), "rankcse.cell": cell_label(cell)}
-            self._trial_runs[trial] = self.mlflow_util.start_run(tags=tags, run_name=cell_label(cell)).info.run_id
-        self.mlflow_util.log_params(run_id=self._trial_runs[trial], params_to_log=trial_params(spec, cell))
+            runs[trial] = self.mlflow_util.start_run(tags=tags, run_name=cell_label(cell)).info.run_id
+        self.mlflow_util.log_params(run_id=runs[trial], params_to_log=trial_params(spec, cell))
 
     def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
         step = int(result.get("step") or 0)
-        self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=measurements(result), step=step)
+        self.mlflow_util.log_metrics(run_id=mlflow_trial_runs(self)[trial], metrics_to_log=measurements(result), step=step)
 
 
 def mlflow_callback(spec: SweepSpec, state: dict[str, str]) -> MLflowTrialLogger:
@@ -201,6 +203,7 @@ def _netrc_has_key() -> bool:
         return False
 
 
+@wandb_trial_start
 class WandbTrialLogger(WandbLoggerCallback):
     """Tune's W&B callback, one run per trial in the sweep's group, named by its cell, with the full config."""
 
@@ -208,17 +211,18 @@ class WandbTrialLogger(WandbLoggerCallback):
         super().__init__(**kwargs)
         self.sweep = sweep
 
-    def _start_logging_actor(self, trial: Any, exclude_results: list[str], **init_kwargs: Any) -> None:
+    def trial_start(self, trial: Any, exclude: list[str], init_kwargs: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+        """The keys left out of a trial's W&B run (Tune's bookkeeping) and its ``wandb.init`` arguments (name, config)."""
         spec = SweepSpec.from_dict(self.sweep)
         cell = _cell(spec, trial)
         init_kwargs["config"] = trial_params(spec, cell)
         init_kwargs["name"] = cell_label(cell)
-        super()._start_logging_actor(trial, exclude_results + sorted(TUNE_KEYS - {"training_iteration"}), **init_kwargs)
+        return exclude + sorted(TUNE_KEYS - {"training_iteration"}), init_kwargs
 
 
 def wandb_callback(spec: SweepSpec, project: str, experiment_dir: Path) -> WandbTrialLogger:
     """The W&B callback of a sweep, writing under ``<experiment>/.rankcse/wandb`` (WANDB_MODE is passed on to the logging actor)."""
-    folder = experiment_dir / ".rankcse"
+    folder = meta_dir(experiment_dir)
     folder.mkdir(parents=True, exist_ok=True)
     extra = {"mode": os.environ["WANDB_MODE"]} if os.environ.get("WANDB_MODE") else {}
     return WandbTrialLogger(spec.to_dict(), project=project, group=spec.name, dir=str(folder), **extra)
@@ -229,7 +233,7 @@ def wandb_summary(project: str, spec: SweepSpec, experiment_dir: Path, output: P
     import pandas as pd
     import wandb
 
-    folder = experiment_dir / ".rankcse"
+    folder = meta_dir(experiment_dir)
     run = wandb.init(
         project=project,
         group=spec.name,
@@ -276,7 +280,7 @@ class Trackers:
     @classmethod
     def start(cls, spec: SweepSpec, experiment_dir: Path, mlflow_uri: str | None, wandb_project: str | None) -> Trackers:
         """Check the extras, create the MLflow parent run and remember both (or read them back on resume)."""
-        path = experiment_dir / ".rankcse" / STATE_FILE
+        path = meta_dir(experiment_dir) / TRACKERS_FILE
         if mlflow_uri is None and wandb_project is None and path.is_file():
             saved = json.loads(path.read_text())  # --resume: the trackers the sweep started with
             mlflow_uri = (saved.get("mlflow") or {}).get("uri")
@@ -318,7 +322,7 @@ class Trackers:
         if self.wandb_project:
             try:
                 wandb_summary(self.wandb_project, spec, experiment_dir, output)
-                where = experiment_dir / ".rankcse" / "wandb"
+                where = meta_dir(experiment_dir) / WANDB_DIR
                 lines.append(f"wandb: project {self.wandb_project!r}, group {spec.name!r} (runs under {where})")
             except Exception as exc:
                 lines.append(f"wandb: the sweep's summary run was not written ({type(exc).__name__}: {exc})")

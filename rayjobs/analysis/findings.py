@@ -11,7 +11,7 @@ too few trials or conditions, an interval holding the no-effect value, or the co
 
 Claims 1-8 are the paper's (SPEC §10 gives its values and how sure we are of them); P1-P8 put the
 phase-aware schedule ``after_peak`` (not in the paper) against no RR and against always-on RR. An
-``after_peak`` trial whose RR never switched on is a replica of no RR (:mod:`rayjobs.conditions`) and is
+``after_peak`` trial whose RR never switched on is a replica of no RR (:mod:`rayjobs.analysis.conditions`) and is
 left out of every comparison.
 """
 
@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rankcse.names import PRIMARY
 from rankcse.phases import PEAK, PHASE_1, PHASE_2
-from rayjobs import within_phase
-from rayjobs.conditions import replicas, switch_steps
-from rayjobs.histories import COMPLETED
-from rayjobs.statistics import (
+from rayjobs.analysis import within_phase
+from rayjobs.analysis.conditions import replicas, switch_steps
+from rayjobs.analysis.histories import COMPLETED
+from rayjobs.analysis.inference import (
     METHODS,
     correlation_across_units,
     holm,
@@ -103,8 +104,6 @@ CLAIMS = {
         Claim("P8", "after_peak RR keeps a higher average rank than always-on RR", "relative", 0.0, +1),
     )
 }
-#: Claims whose estimate depends on the rank notion (tested under each of RANK_METRICS).
-RANK_CLAIMS = ("1", "2", "3", "4", "7", "P4", "P8")
 
 
 def verdict(claim: Claim, low: float, high: float, p_adjusted: float, missing: str | None = None, how: str = "") -> tuple[str, str]:
@@ -525,7 +524,7 @@ def compute_findings(steps: pd.DataFrame, trials: pd.DataFrame, axes: Sequence[s
         if f"avg_rank/{metric}" in data.done:
             rows += _difference_rows(c["4"], paper_rr, off, strata, f"avg_rank/{metric}", metric, relative=True, why_empty=no_paper_rr)
         rows += _rank_std_rows(c["7"], data, metric)
-    for key, column in (("5a", "best_stsb_dev"), ("5b", "avg"), ("5c", "stsb")):
+    for key, column in (("5a", PRIMARY.best), ("5b", "avg"), ("5c", "stsb")):
         rows += _difference_rows(c[key], paper_rr, off, strata, column, why_empty=no_paper_rr)
     rows += _std_ratio_rows(c["6"], paper_rr, off, data.condition_keys, why_empty=no_paper_rr)
     evaluated = np.unique(steps["step"].dropna().to_numpy(dtype=np.float64)) if "step" in steps else np.zeros(0)
@@ -533,10 +532,10 @@ def compute_findings(steps: pd.DataFrame, trials: pd.DataFrame, axes: Sequence[s
     rows += _best_step_rows(c["8"], paper_rr, off, strata, no_paper_rr, every)
     pa = {"why_empty": no_phase_aware, "note": switched_note}
     pr = {"why_empty": no_phase_aware or no_paper_rr, "note": switched_note}
-    rows += _difference_rows(c["P1"], phase_aware, off, strata, "best_stsb_dev", **pa)
+    rows += _difference_rows(c["P1"], phase_aware, off, strata, PRIMARY.best, **pa)
     rows += _difference_rows(c["P2"], phase_aware, off, strata, "avg", **pa)
     rows += _std_ratio_rows(c["P3"], phase_aware, off, data.condition_keys, why_empty=no_phase_aware)
-    rows += _difference_rows(c["P5"], phase_aware, paper_rr, coef_strata, "best_stsb_dev", **pr)
+    rows += _difference_rows(c["P5"], phase_aware, paper_rr, coef_strata, PRIMARY.best, **pr)
     rows += _difference_rows(c["P6"], phase_aware, paper_rr, coef_strata, "avg", **pr)
     rows += _std_ratio_rows(c["P7"], phase_aware, paper_rr, data.condition_keys, why_empty=no_phase_aware or no_paper_rr)
     for metric in RANK_METRICS:
