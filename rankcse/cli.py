@@ -19,6 +19,7 @@ from typing import Any
 from rankcse import cli_probe, export
 from rankcse.config import STS_TASKS, TrainConfig, parse_override
 from rankcse.errors import ConfigError, RankCSEError
+from rankcse.names import SENTEVAL_NAMES
 
 # flag -> TrainConfig field, for `rankcse train`
 TRAIN_FLAGS: dict[str, tuple[str, type, str]] = {
@@ -172,16 +173,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def format_table(scores: dict[str, float], avg: float) -> str:
     """SimCSE-style table of scores ×100."""
-    names = {
-        "sts12": "STS12",
-        "sts13": "STS13",
-        "sts14": "STS14",
-        "sts15": "STS15",
-        "sts16": "STS16",
-        "stsb": "STSBenchmark",
-        "sickr": "SICKRelatedness",
-    }
-    header = [names.get(k, k) for k in scores] + ["Avg."]
+    header = [SENTEVAL_NAMES.get(k, k) for k in scores] + ["Avg."]
     row = [f"{100 * v:.2f}" for v in scores.values()] + [f"{100 * avg:.2f}"]
     widths = [max(len(h), len(r)) for h, r in zip(header, row)]
     line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
