@@ -106,6 +106,23 @@ CLAIMS = {
 }
 
 
+def format_statistic(statistic: str, value: Any) -> str:
+    """A findings value in the unit a reader expects: shares and relative changes in %, STS differences ×100, ..."""
+    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "–"
+    if statistic == "share":
+        return f"{100 * value:.0f}%"
+    if statistic == "relative":
+        return f"{100 * value:+.1f}%"
+    if statistic == "difference":
+        return f"{100 * value:+.2f}"
+    if statistic == "ratio":
+        return f"{value:.2f}×"
+    if statistic == "steps":
+        return f"{value:+.0f}"
+    return f"{value:+.2f}"
+
+
 def verdict(claim: Claim, low: float, high: float, p_adjusted: float, missing: str | None = None, how: str = "") -> tuple[str, str]:
     """(verdict, reason) from the 95 % interval and the adjusted p; ``missing`` names why the test could not be made,
     ``how`` the correction that gave ``p_adjusted``."""
@@ -115,7 +132,8 @@ def verdict(claim: Claim, low: float, high: float, p_adjusted: float, missing: s
         return NOT_ENOUGH, "no interval could be computed (no spread in the values)"
     above, below = low > claim.null, high < claim.null
     if not (above or below):
-        return NOT_ENOUGH, f"the 95% interval [{low:.3g}, {high:.3g}] holds {claim.null:g}: more seeds or conditions needed"
+        shown = f"[{format_statistic(claim.statistic, low)}, {format_statistic(claim.statistic, high)}]"  # the estimate's unit
+        return NOT_ENOUGH, f"the 95% interval {shown} holds {claim.null:g}: more seeds or conditions needed"
     if not p_adjusted < ALPHA:
         side = "above" if above else "below"
         return (

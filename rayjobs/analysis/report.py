@@ -13,6 +13,7 @@ from rankcse.io import write_text_atomic
 from rankcse.names import DISPLAY_NAMES, PRIMARY
 from rayjobs.analysis import schema
 from rayjobs.analysis.conditions import REPLICA, replicas
+from rayjobs.analysis.findings import format_statistic
 from rayjobs.analysis.histories import COMPLETED, CORRUPT, Trial
 
 HEADLINE_METRICS = ("avg", "stsb", "sickr", PRIMARY.best, "avg_rank")
@@ -196,31 +197,14 @@ def _correlation_section(corr: pd.DataFrame, rank_column: str) -> list[str]:
     return out
 
 
-def _format_statistic(statistic: str, value: Any) -> str:
-    """A findings value in the unit a reader expects: shares and relative changes in %, STS differences ×100, ..."""
-    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return "–"
-    if statistic == "share":
-        return f"{100 * value:.0f}%"
-    if statistic == "relative":
-        return f"{100 * value:+.1f}%"
-    if statistic == "difference":
-        return f"{100 * value:+.2f}"
-    if statistic == "ratio":
-        return f"{value:.2f}×"
-    if statistic == "steps":
-        return f"{value:+.0f}"
-    return f"{value:+.2f}"
-
-
 def _findings_rows(part: pd.DataFrame, with_scope: bool = False) -> list[list[Any]]:
     rows = []
     for _, r in part.iterrows():
         stat = r["statistic"]
         estimate = (
-            f"{_format_statistic(stat, r['estimate'])} [{_format_statistic(stat, r['ci_low'])}, {_format_statistic(stat, r['ci_high'])}]"
+            f"{format_statistic(stat, r['estimate'])} [{format_statistic(stat, r['ci_low'])}, {format_statistic(stat, r['ci_high'])}]"
         )
-        paper = _format_statistic(stat, r["paper_value"]) if isinstance(r["paper_value"], float) and math.isfinite(r["paper_value"]) else ""
+        paper = format_statistic(stat, r["paper_value"]) if isinstance(r["paper_value"], float) and math.isfinite(r["paper_value"]) else ""
         paper = f"{paper} ({r['paper_note']})" if paper and r["paper_note"] else (paper or r["paper_note"] or "–")
         verdict = f"**{r['verdict']}**" + (f": {r['reason']}" if isinstance(r["reason"], str) and r["reason"] else "")
         note = r.get("note")
@@ -289,7 +273,7 @@ def _findings_section(findings: pd.DataFrame, rank_column: str, split: pd.DataFr
                 f"{100 * r['phase2_nonempty']:.0f}%",
                 f"{r['median_peak_step']:.0f}",
                 f"{r['median_phase2_evals']:.0f}",
-                _format_statistic("relative", r["median_fall_to_best"]),
+                format_statistic("relative", r["median_fall_to_best"]),
             ]
             for _, r in split.iterrows()
         ]
