@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -145,6 +146,26 @@ def iterate_batches(corpus: Corpus, batch_size: int, seed: int, epoch: int, star
     for b in range(start, batches_per_epoch(len(corpus), batch_size)):
         idx = order[b * batch_size : (b + 1) * batch_size]
         yield b, [corpus.sentences[i] for i in idx]
+
+
+class Position(Protocol):
+    """Where a run is in its data: optimisation steps taken, the epoch, and the next batch of that epoch."""
+
+    step: int
+    epoch: int
+    batch_in_epoch: int
+
+
+def batches_from(corpus: Corpus, batch_size: int, seed: int, state: Position, total_steps: int) -> Iterator[tuple[int, list[str]]]:
+    """``(batch index in epoch, sentences)`` from ``state``'s position (``epoch``, ``batch_in_epoch``) until ``state.step``
+    reaches ``total_steps``; the caller advances ``step``, epochs advance here."""
+    while state.step < total_steps:
+        for batch_index, sentences in iterate_batches(corpus, batch_size, seed, state.epoch, state.batch_in_epoch):
+            yield batch_index, sentences
+            if state.step >= total_steps:
+                return
+        state.epoch += 1
+        state.batch_in_epoch = 0
 
 
 def batch_rng(seed: int, epoch: int, batch_index: int) -> np.random.Generator:

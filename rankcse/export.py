@@ -11,7 +11,7 @@ from typing import Any
 from rankcse import checkpoint as ckpt
 from rankcse import model_card
 from rankcse.errors import ConfigError, ModelLoadError
-from rankcse.io import replace_dir, staging_dir
+from rankcse.folder_swap import replace_dir, staging_dir
 from rankcse.st_export import needs_custom_module, write_sentence_transformers
 
 

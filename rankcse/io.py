@@ -1,4 +1,4 @@
-"""File I/O shared by the core and the sweeps: atomic writes, JSONL writing and reading, and the run folder's file names.
+"""File I/O shared by the core and the sweeps: atomic file writes, JSONL writing and reading, and the run folder's file names.
 
 Every file a run or a sweep writes goes through :func:`atomic_path` (a temporary name in the same folder,
 then one ``os.replace``), so a crash leaves either the old file or the new one, never half of one.
@@ -7,11 +7,9 @@ then one ``os.replace``), so a crash leaves either the old file or the new one, 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import math
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -52,49 +50,6 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
     """Write ``data`` as indented, key-sorted JSON to ``path`` atomically."""
     return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two existing paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where the system cannot."""
-    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
-    if renameat2 is None:
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    errno = ctypes.get_errno()
-    if errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: the file system or kernel cannot exchange
-        return False
-    raise OSError(errno, os.strerror(errno), str(b))
-
-
-def staging_dir(target: str | os.PathLike[str], purpose: str) -> Path:
-    """A fresh, empty folder beside ``target`` (same file system, so it can be swapped in); a stale one is removed first."""
-    target = Path(target)
-    stage = target.with_name(f".{target.name}.{purpose}-tmp")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    return stage
-
-
-def replace_dir(new: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
-    """Put folder ``new`` at ``target`` in one step, then delete the previous ``target``.
-
-    A crash at any point leaves ``target`` holding either the previous folder or the new one: the two are exchanged
-    atomically where the system allows it (else the old one is renamed aside for the instant of the swap).
-    """
-    new, target = Path(new), Path(target)
-    if not target.exists():
-        os.rename(new, target)
-        return
-    if _exchange(new, target):
-        shutil.rmtree(new)  # now the previous folder
-        return
-    old = target.with_name(f".{target.name}.old-tmp")
-    shutil.rmtree(old, ignore_errors=True)
-    os.rename(target, old)
-    os.rename(new, target)
-    shutil.rmtree(old)
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], str | None]:

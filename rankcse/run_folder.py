@@ -19,6 +19,7 @@ from typing import Any
 
 from rankcse import checkpoint as ckpt
 from rankcse.errors import CheckpointWriteError, ConfigError, TrainingCollapsed
+from rankcse.folder_swap import replace_dir, staging_dir
 from rankcse.io import (
     CONFIG_FILE,
     ERROR_FILE,
@@ -26,8 +27,6 @@ from rankcse.io import (
     METRICS_FILE,
     PROVENANCE_FILE,
     STEP_LOG_FILE,
-    replace_dir,
-    staging_dir,
     write_json_atomic,
     write_text_atomic,
 )

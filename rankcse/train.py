@@ -7,7 +7,8 @@ how Ray Tune (or anything else) watches a run. The loop itself knows nothing of 
 
 The pieces around the loop live beside it: :mod:`rankcse.run_folder` (the output folder, --overwrite, --resume's
 checks), :mod:`rankcse.runtime` (seeds, device, stop signals), :mod:`rankcse.train_state` (what advances and what is
-reported) and :mod:`rankcse.io` (the JSONL writer).
+reported), :mod:`rankcse.optimization` (optimiser, schedule, loss scaler), :mod:`rankcse.evaluation.final` (the final
+evaluation) and :mod:`rankcse.io` (the JSONL writer).
 """
 
 from __future__ import annotations
@@ -16,27 +17,27 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import torch
-from transformers import get_linear_schedule_with_warmup
 
 from rankcse import checkpoint as ckpt
 from rankcse import hf_compat, provenance
-from rankcse.build import build_method, load_for_eval
+from rankcse.build import build_method
 from rankcse.collapse import collapse_error, collapse_reason
 from rankcse.config import TrainConfig
-from rankcse.corpus import Corpus, batch_rng, batches_per_epoch, iterate_batches, load_corpus
+from rankcse.corpus import Corpus, batch_rng, batches_from, batches_per_epoch, load_corpus
 from rankcse.errors import ConfigError, TrainingCollapsed, TrainingDiverged
-from rankcse.evaluation.final import final_scores
+from rankcse.evaluation.final import write_final
 from rankcse.evaluation.probing import TrainingProbe
 from rankcse.evaluation.step_eval import StepEvaluator
 from rankcse.evaluation.transfer import check_transfer_data
 from rankcse.io import ERROR_FILE, FINAL_FILE, METRICS_FILE, STEP_LOG_FILE, append_jsonl, write_json_atomic
 from rankcse.methods import Method
 from rankcse.names import PRIMARY
+from rankcse.optimization import Optimization
 from rankcse.rank import rank_metrics
 from rankcse.rr import RRSchedule, rr_entropy
 from rankcse.run_folder import RunFolder, check_resumable, record_start, rewind
@@ -56,7 +57,7 @@ class Trainer:
     """One training run; use :func:`run` unless you need the pieces.
 
     Read top to bottom: set-up, :meth:`run` and the loop (:meth:`_train_and_score`, :meth:`_loop`), one step
-    (:meth:`_train_step`), one evaluation (:meth:`_evaluate`), the final evaluation, then the checkpoints.
+    (:meth:`_train_step`), one evaluation (:meth:`_evaluate`), the end of a run, then the checkpoints.
     """
 
     def __init__(
@@ -96,10 +97,7 @@ class Trainer:
         self.total_steps = cfg.max_steps or cfg.epochs * self.per_epoch
         self.method: Method = build_method(cfg).to(self.device)
         self.method.encoder.autocast_dtype = self.amp_dtype
-        self.optimizer = torch.optim.AdamW(self.method.trainable_parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, cfg.warmup_steps, self.total_steps)
-        # Loss scaling only for fp16; a disabled scaler passes every call through, so there is one step path.
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.optim = Optimization(self.method.trainable_parameters, cfg, self.total_steps, self.amp_dtype)
         self.state = RunState(detector=build_detector(cfg))
         self.window = Window()
         self.records: list[dict[str, Any]] = []
@@ -141,7 +139,7 @@ class Trainer:
             except KeyboardInterrupt:
                 self._on_stop()
                 raise
-        return self._result(self._final_evaluation())
+        return self._result(write_final(self.out, self.cfg, self._summary(), self.method, self.prober, self.device))
 
     def _loop(self, metrics_file: IO[str], step_log: IO[str]) -> None:
         """Evaluate the pre-trained model, then step to ``total_steps``, evaluating every ``eval_every`` steps and at the end."""
@@ -150,7 +148,7 @@ class Trainer:
         progress = Progress(s.step, self.total_steps)
         if s.step == 0 and not self.records:
             self._after_eval(self._evaluate(metrics_file), 0)
-        for batch_index, sentences in self._batches():
+        for batch_index, sentences in batches_from(self.corpus, cfg.batch_size, cfg.seed, s, self.total_steps):
             started = time.perf_counter()
             self._train_step(sentences, batch_index, step_log)
             s.train_seconds += time.perf_counter() - started
@@ -162,17 +160,6 @@ class Trainer:
                 progress.restart(s.step)
             if self.stop_requested is not None:
                 raise KeyboardInterrupt
-
-    def _batches(self) -> Iterator[tuple[int, list[str]]]:
-        """``(index in epoch, sentences)`` from the current position until ``total_steps`` (epochs advance here)."""
-        s, cfg = self.state, self.cfg
-        while s.step < self.total_steps:
-            for batch_index, sentences in iterate_batches(self.corpus, cfg.batch_size, cfg.seed, s.epoch, s.batch_in_epoch):
-                yield batch_index, sentences
-                if s.step >= self.total_steps:
-                    return
-            s.epoch += 1
-            s.batch_in_epoch = 0
 
     def _on_stop(self) -> None:
         """Interrupted: a new --overwrite run is discarded (by :meth:`run`); a stop a signal asked for saves a resume checkpoint."""
@@ -203,7 +190,7 @@ class Trainer:
             raise TrainingDiverged(
                 s.step + 1, f"loss became {total_value} at step {s.step + 1}; {self._kept()}; lower --learning-rate or --rr-coef"
             )
-        self._optimizer_step(total)
+        self.optim.step(total)
         self.method.after_optimizer_step(batch, output)
         s.step += 1
         s.batch_in_epoch = batch_index + 1
@@ -213,22 +200,11 @@ class Trainer:
         parts = {k: float(v.detach()) for k, v in output.parts.items()}
         values = step_values(total_value, float(rr_term.detach()), float(entropy.detach()), parts, ranks)
         self.window.add(values)
-        append_jsonl(step_log, {"step": s.step, "lr": self.scheduler.get_last_lr()[0], "rr/coef": coef, **values})
+        append_jsonl(step_log, {"step": s.step, "lr": self.optim.lr, "rr/coef": coef, **values})
 
     def _rr_coef(self) -> float:
         """The RR coefficient at the current step (the schedule may hold it at 0 until the rank peak)."""
         return self.cfg.rr_coef * self.schedule.factor(self.state.step, self.state.detector.peak_step is not None)
-
-    def _optimizer_step(self, loss: torch.Tensor) -> None:
-        """Backward, optional gradient clipping, optimiser and schedule step (through the scaler, a no-op unless fp16)."""
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        if self.cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.method.trainable_parameters(), self.cfg.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
 
     # -- one evaluation ---------------------------------------------------------------------------
     def _evaluate(self, metrics_file: IO[str]) -> dict[str, Any]:
@@ -242,8 +218,8 @@ class Trainer:
         start_rank = (self._start_record() or {}).get("probe/erank_vne")
         collapsed = collapse_reason({"step": s.step, **self.window.means(), **values}, start_rank, self.cfg.batch_size)
         self._track(values, collapsed)
-        epoch, lr = s.epoch + s.batch_in_epoch / self.per_epoch, self.scheduler.get_last_lr()[0]
-        record = eval_record(s, epoch, lr, self._rr_coef(), eval_seconds, self.window.means(), values)
+        epoch = s.epoch + s.batch_in_epoch / self.per_epoch
+        record = eval_record(s, epoch, self.optim.lr, self._rr_coef(), eval_seconds, self.window.means(), values)
         if collapsed:
             record["collapsed"] = True
         append_jsonl(metrics_file, record)
@@ -284,28 +260,6 @@ class Trainer:
     def _summary(self) -> dict[str, Any]:
         return summary(self.state, (self._start_record() or {}).get(PRIMARY.name), self.method.eval_representation)
 
-    def _final_evaluation(self) -> dict[str, Any]:
-        """Score the best checkpoint (the last model without one), write ``final.json`` and the best model's card."""
-        cfg, s = self.cfg, self.state
-        result = self._summary()
-        if result["no_improvement"]:
-            log.warning(
-                "no trained evaluation beat the pre-trained model on STS-B dev (%.2f at step 0); "
-                "the test scores below are of a worse model",
-                100 * result[f"pretrained_{PRIMARY.name}"],
-            )
-        if cfg.final_tasks or self.prober is not None or cfg.transfer_tasks:
-            best = ckpt.find_complete(self.out / "best") if cfg.save_best else None
-            method = load_for_eval(str(best)).to(self.device) if best else self.method
-            method.encoder.autocast_dtype = self.amp_dtype
-            result["checkpoint"] = "best" if best else "last"
-            result.update(final_scores(method, cfg, self.prober, f"{result['checkpoint']} checkpoint, step {s.best_step}"))
-        write_json_atomic(self.out / FINAL_FILE, result)
-        best = ckpt.find_complete(self.out / "best") if cfg.save_best else None
-        if best is not None:  # the model card gains the final scores
-            ckpt.add_final_scores(best, result)
-        return result
-
     def _record_collapse(self, exc: TrainingCollapsed) -> None:
         """Write final.json (no test scores: there is no model worth testing) and error.json for a collapsed run."""
         write_json_atomic(self.out / ERROR_FILE, {"step": exc.step, "error": str(exc), "kind": "collapsed"})
@@ -332,7 +286,7 @@ class Trainer:
         """Continue from a resume checkpoint: same settings and corpus, the training state restored, the logs cut back to it."""
         data = ckpt.load_resume(folder)
         check_resumable(data, self.cfg.to_dict(), self.corpus.sha256, self.corpus.source)
-        ckpt.restore_training(data, self.method, self.optimizer, self.scheduler, self.scaler)
+        ckpt.restore_training(data, self.method, *self.optim.parts())
         self.state.restore(data)
         if "window" in data:  # written since the window's sums are saved (older checkpoints stop between evaluations only)
             self.window.load_state_dict(data["window"])
@@ -342,8 +296,7 @@ class Trainer:
 
     def _save_resume(self) -> Path:
         progress = {**self.state.progress(), "window": self.window.state_dict()}
-        training = (self.method, self.optimizer, self.scheduler, self.scaler, self.provenance, self.cfg.to_dict())
-        return self.folder.save_resume(progress, *training)
+        return self.folder.save_resume(progress, self.method, *self.optim.parts(), self.provenance, self.cfg.to_dict())
 
 
 def _describe(t: Trainer) -> str:

@@ -124,7 +124,7 @@ def test_infocse_auxiliary_network_is_training_only(trained, tiny_model_dir) -> 
     frozen = method.frozen_encoder.state_dict()
     for key, value in frozen.items():
         assert torch.equal(value, initial.state_dict()[key]), key
-    optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    optimised = {id(p) for group in trainer.optim.optimizer.param_groups for p in group["params"]}
     assert all(id(p) in optimised for p in method.c_head.parameters()) and all(id(p) in optimised for p in method.lm_head.parameters())
     assert not any(id(p) in optimised for p in method.frozen_encoder.parameters())
     # the best checkpoint holds the encoder and its (BatchNorm) head, nothing of the auxiliary network

@@ -23,8 +23,8 @@ import pandas as pd
 import pytest
 
 from rankcse.cli import main
+from rankcse.folder_swap import recover
 from rayjobs.analysis.aggregate import aggregate
-from rayjobs.analysis.folder_swap import recover
 from rayjobs.cluster import local_cluster
 from rayjobs.tuning import driver as sweep
 

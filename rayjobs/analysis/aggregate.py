@@ -30,12 +30,12 @@ import numpy as np
 import pandas as pd
 
 from rankcse.errors import ConfigError, DataError, RankCSEError
+from rankcse.folder_swap import replacing_folder
 from rankcse.names import DEFAULT_PHASE_METRIC, PRIMARY, PROBE_METRICS, STS_TASKS
 from rankcse.phases import split_phases
 from rayjobs.analysis import schema, within_phase
 from rayjobs.analysis.conditions import replicas, rr_on
 from rayjobs.analysis.findings import compute_findings
-from rayjobs.analysis.folder_swap import replacing_folder
 from rayjobs.analysis.histories import (
     COLLAPSED,
     COMPLETED,

@@ -1,14 +1,14 @@
-"""Replace a results folder as a whole: build the new one beside it, then swap the two in one step.
+"""Replace a folder as a whole (a run, an export, an aggregation): build the new one beside it, then swap the two in one step.
 
     with replacing_folder(output_dir, owned=is_output) as work:
         ...write every file into work...
 
-The new content is written to ``.<name>.new-<pid>`` beside the folder; entries of the old folder that the writer
-does not own (a README, notes) are carried over as hard links. When the block succeeds the two folders are
-exchanged atomically (Linux ``renameat2(RENAME_EXCHANGE)``) and the old content is deleted, so a SIGKILL at any
-point leaves the folder holding the previous result whole or the new one whole. Where the exchange is not
-available the folder is moved aside to ``.<name>.old-<pid>`` and the new one renamed in; a kill between the two
-renames leaves the previous result whole there, and the next call puts it back before anything else.
+The new content is written to a staging folder beside the target; entries of the old folder that the writer does not
+own (a README, notes) are carried over as hard links. The two folders are then exchanged atomically (Linux
+``renameat2(RENAME_EXCHANGE)``) and the old content is deleted, so a SIGKILL at any point leaves the folder holding the
+previous content whole or the new content whole. Where the exchange is not available the folder is moved aside to
+``.<name>.old-<pid>`` and the new one renamed in; a kill between the two renames leaves the previous content whole
+there, and the next swap (or :func:`recover`) puts it back before anything else.
 """
 
 from __future__ import annotations
@@ -109,15 +109,33 @@ def replacing_folder(folder: Path, owned: Callable[[str], bool]) -> Iterator[Pat
             for entry in sorted(folder.iterdir()):
                 if not owned(entry.name) and not (staging / entry.name).exists():
                     _link_tree(entry, staging / entry.name)
-            if exchange(staging, folder):
-                shutil.rmtree(staging, ignore_errors=True)  # now the previous result
-                return
-            aside = folder.parent / f".{folder.name}.old-{os.getpid()}"
-            os.rename(folder, aside)
-            os.rename(staging, folder)
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            os.rename(staging, folder)
+        replace_dir(staging, folder)
     finally:
         if staging.exists() and staging != folder:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def staging_dir(target: str | os.PathLike[str], purpose: str) -> Path:
+    """A fresh, empty folder beside ``target`` (same file system, so it can be swapped in); a stale one is removed first."""
+    target = Path(target)
+    stage = target.with_name(f".{target.name}.{purpose}-tmp")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    return stage
+
+
+def replace_dir(new: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Put folder ``new`` at ``target`` in one step, then delete the previous ``target`` (see the module doc)."""
+    new, target = Path(new), Path(target)
+    recover(target)
+    if not target.exists():
+        os.rename(new, target)
+        return
+    if exchange(new, target):
+        shutil.rmtree(new, ignore_errors=True)  # now the previous folder
+        return
+    aside = target.with_name(f".{target.name}.old-{os.getpid()}")
+    shutil.rmtree(aside, ignore_errors=True)
+    os.rename(target, aside)
+    os.rename(new, target)
+    shutil.rmtree(aside, ignore_errors=True)
