@@ -28,12 +28,13 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MAX_SEED = 2**32 - 1
 
 
-def flag(default: Any, help: str, metavar: str | None = None) -> Any:
-    """A setting that ``rankcse train`` also takes as a flag (``--name-with-dashes``): its default and the flag's help.
+def flag(default: Any, help: str, metavar: str | None = None, choices: tuple[str, ...] | None = None) -> Any:
+    """A setting that ``rankcse train`` also takes as a flag (``--name-with-dashes``): its default, the flag's help, and the
+    values it allows (shown in ``--help``; :meth:`TrainConfig.validate` checks them, with a one-line error).
 
     The flag's type comes from the field's type (a list: names, ``none`` for an empty list); see :func:`train_flags`.
     """
-    metadata = {"help": help, "metavar": metavar}
+    metadata = {"help": help, "metavar": metavar, "choices": choices}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -47,7 +48,7 @@ class TrainConfig:
     method: str = flag("simcse", "contrastive method: simcse, esimcse, mixcse, infocse or promptbert")
     method_args: dict[str, Any] = field(default_factory=dict)
     model: str = flag("default", "Hugging Face model name or folder; 'default' = packaged all-MiniLM-L6-v2")
-    pooler: str = flag("cls", "cls (MLP head while training) | cls_before_pooler | mean")
+    pooler: str = flag("cls", "cls = [CLS] + MLP head while training, cls_before_pooler = [CLS], mean = masked mean", choices=POOLERS)
     mlp_only_train: bool = True
     temperature: float = flag(0.05, "InfoNCE temperature")
     max_len: int = flag(32, "maximum tokens per training sentence")
@@ -76,8 +77,8 @@ class TrainConfig:
     )
     # rank reduction
     rr_coef: float = flag(0.0, "rank-reduction coefficient; 0 = off")
-    rr_kind: str = flag("vne", "RR entropy: vne (eigenvalues, default) | sv (singular values)")
-    rr_on: str = flag("z1_post_mlp", "RR representation: z1_post_mlp | z1_pre_mlp | both_views")
+    rr_kind: str = flag("vne", "RR entropy: vne = of the eigenvalues (default), sv = of the singular values", choices=RR_KINDS)
+    rr_on: str = flag("z1_post_mlp", "the representation the RR penalty sees", choices=RR_TARGETS)
     rr_schedule: str = flag("always", "always | from_step:N | warmup:N | after_peak")
     peak_patience: int = 3  # after_peak detector: evaluations below the level that declare a fall
     peak_drop: float = 0.02  # ... or one evaluation this fraction below it
@@ -95,7 +96,7 @@ class TrainConfig:
     )
     # runtime
     device: str = flag("auto", "auto | cpu | cuda | cuda:N")
-    precision: str = flag("auto", "auto | fp32 | bf16 | fp16 (autocast on CUDA)")
+    precision: str = flag("auto", "autocast dtype on CUDA (auto = bf16, fp16 where the GPU lacks bf16; none on CPU)", choices=PRECISIONS)
     num_threads: int | None = flag(None, "torch CPU threads")
     log_every: int = flag(10, "progress line every N steps")
     checkpoint_every_evals: int = 1  # write the resume checkpoint every N evaluations; 0 = never
@@ -307,7 +308,7 @@ class Flag:
     type: type  #: what argparse converts the value to (``str`` for a list's items)
     help: str
     is_list: bool  #: takes any number of values; ``none`` among them is dropped
-    metavar: str | None
+    metavar: str | None  #: ``{a,b,c}`` where the field allows only those values
 
 
 def train_flags() -> list[Flag]:
@@ -322,5 +323,7 @@ def train_flags() -> list[Flag]:
             hint = next(a for a in typing.get_args(hint) if a is not type(None))
         is_list = typing.get_origin(hint) is list
         typ = typing.get_args(hint)[0] if is_list else hint
-        out.append(Flag("--" + f.name.replace("_", "-"), f.name, typ, f.metadata["help"], is_list, f.metadata["metavar"]))
+        choices = f.metadata["choices"]
+        metavar = "{" + ",".join(choices) + "}" if choices else f.metadata["metavar"]
+        out.append(Flag("--" + f.name.replace("_", "-"), f.name, typ, f.metadata["help"], is_list, metavar))
     return out

@@ -15,8 +15,9 @@ from support import ROOT
 from transformers import get_linear_schedule_with_warmup
 
 from rankcse import hf_compat, names
-from rankcse.cli import build_parser, config_from_args
+from rankcse.cli import build_parser, config_from_args, main
 from rankcse.config import TrainConfig, train_flags
+from rankcse.names import POOLERS, RR_TARGETS
 from rankcse.rank import RR_ENTROPIES
 
 BLOCK_TORCH = """
@@ -85,6 +86,15 @@ def test_train_flags_come_from_the_config_fields() -> None:
     assert cfg == expected
     with pytest.raises(SystemExit):  # argparse still converts: a whole number is needed
         build_parser().parse_args(["train", "--max-steps", "seven"])
+
+
+def test_a_flags_allowed_values_come_from_rankcse_names(capsys) -> None:
+    """--help lists the values rankcse.names allows; a value outside them is TrainConfig's one-line error, not argparse's."""
+    shown = {f.dest: f.metavar for f in train_flags()}
+    assert shown["pooler"] == "{" + ",".join(POOLERS) + "}" and shown["rr_on"] == "{" + ",".join(RR_TARGETS) + "}"
+    assert main(["train", "--pooler", "max", "--max-steps", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown pooler 'max'" in err[0] and "cls_before_pooler" in err[0]
 
 
 def test_untested_transformers_gets_one_warning_line() -> None:
