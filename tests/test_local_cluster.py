@@ -22,7 +22,9 @@ from support import ROOT, SWEEP, run_command, scaled, wait_output
 from rayjobs.cluster import local_cluster
 
 pytestmark = pytest.mark.cluster
-MAX_STEPS, EVAL_EVERY = 150, 25
+#: Long enough that, on an idle machine too, both trials of a node are between their first checkpoint and
+#: MAX_STEPS - 3 * EVAL_EVERY at the same time for several seconds (150 steps left a window of ~5 s, which was missed).
+MAX_STEPS, EVAL_EVERY = 240, 20
 
 
 def _env(folder: Path) -> dict[str, str]:
