@@ -10,6 +10,11 @@ times) is dropped, and the run's temporary folders (absolute paths) are replaced
     python bench/behaviour_snapshot.py                      # print the hashes (JSON)
     python bench/behaviour_snapshot.py --save before.json   # keep them
     python bench/behaviour_snapshot.py --check before.json  # exit 1 if any hash differs
+    python bench/behaviour_snapshot.py --against ../before  # run another checkout too (a git worktree), compare
+
+The hashes are bit-level, so they hold for one machine: another CPU gives other floats and other hashes for the
+same code (``behaviour_snapshot_before.json`` is from the machine #22's refactor was done on). To compare two
+versions anywhere, ``--against`` runs both here, one after the other: ``git worktree add ../before <commit>``.
 """
 
 from __future__ import annotations
@@ -18,13 +23,15 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(os.environ.get("RANKCSE_SNAPSHOT_ROOT") or Path(__file__).resolve().parent.parent)  # the checkout under test
 sys.path.insert(0, str(ROOT / "tests"))
 
 METHODS = ("simcse", "esimcse", "mixcse", "infocse", "promptbert")
@@ -75,19 +82,32 @@ def snapshot(methods: tuple[str, ...] = METHODS, keep: Path | None = None) -> di
     return hashes
 
 
+def snapshot_of(checkout: Path, methods: tuple[str, ...]) -> dict[str, str]:
+    """:func:`snapshot` of another checkout (its ``rankcse`` and ``tests/support.py``), in a child process."""
+    if not (checkout / "rankcse" / "train.py").is_file():
+        raise SystemExit(f"--against {checkout}: not a rankcse checkout (no rankcse/train.py)")
+    env = {**os.environ, "RANKCSE_SNAPSHOT_ROOT": str(checkout.resolve()), "PYTHONPATH": str(checkout.resolve())}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "hashes.json"
+        cmd = [sys.executable, __file__, "--save", str(out), "--only", *methods]
+        subprocess.run(cmd, env=env, cwd=checkout, check=True, stdout=subprocess.DEVNULL)
+        return json.loads(out.read_text())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--save", type=Path, help="write the hashes to this JSON file")
     parser.add_argument("--check", type=Path, help="compare with hashes saved by --save; exit 1 on any difference")
     parser.add_argument("--only", nargs="+", choices=METHODS, default=list(METHODS), help="these methods only")
     parser.add_argument("--keep", type=Path, help="copy the run folders into this folder (to diff them)")
+    parser.add_argument("--against", type=Path, help="another checkout (e.g. a git worktree of the commit before): run it too and compare")
     args = parser.parse_args()
     hashes = snapshot(tuple(args.only), args.keep)
     print(json.dumps(hashes, indent=2))
     if args.save:
         args.save.write_text(json.dumps(hashes, indent=2) + "\n")
-    if args.check:
-        saved = json.loads(args.check.read_text())
+    if args.check or args.against:
+        saved = snapshot_of(args.against, tuple(args.only)) if args.against else json.loads(args.check.read_text())
         differ = sorted(k for k in hashes if saved.get(k) != hashes[k])
         print("identical" if not differ else f"DIFFERENT: {', '.join(differ)}")
         return 1 if differ else 0
