@@ -84,8 +84,6 @@ def snapshot(methods: tuple[str, ...] = METHODS, keep: Path | None = None) -> di
 
 def snapshot_of(checkout: Path, methods: tuple[str, ...]) -> dict[str, str]:
     """:func:`snapshot` of another checkout (its ``rankcse`` and ``tests/support.py``), in a child process."""
-    if not (checkout / "rankcse" / "train.py").is_file():
-        raise SystemExit(f"--against {checkout}: not a rankcse checkout (no rankcse/train.py)")
     env = {**os.environ, "RANKCSE_SNAPSHOT_ROOT": str(checkout.resolve()), "PYTHONPATH": str(checkout.resolve())}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "hashes.json"
@@ -102,6 +100,8 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, help="copy the run folders into this folder (to diff them)")
     parser.add_argument("--against", type=Path, help="another checkout (e.g. a git worktree of the commit before): run it too and compare")
     args = parser.parse_args()
+    if args.against and not (args.against / "rankcse" / "train.py").is_file():
+        parser.error(f"--against {args.against}: not a rankcse checkout (no rankcse/train.py)")
     hashes = snapshot(tuple(args.only), args.keep)
     print(json.dumps(hashes, indent=2))
     if args.save:
